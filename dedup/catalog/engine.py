@@ -1,0 +1,126 @@
+"""Opening the catalog database: engine, SQLite connection settings and migrations on open."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from dedup.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+#: Execution option that asks for a write transaction (``BEGIN IMMEDIATE`` on SQLite).
+WRITE_OPTION = "dedup_write"
+
+#: Settings applied to every SQLite connection.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",  # readers (query, serve) do not block the writer (ingest)
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA synchronous=NORMAL",  # safe with WAL, much faster than FULL
+)
+
+
+def migrations_dir() -> Path:
+    """The ``migrations/`` folder of the source checkout this package runs from."""
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as text with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return str(url)
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """Apply the pragmas and take over transaction start from the sqlite3 driver.
+
+    Python's sqlite3 module starts transactions lazily and only before writes, so reads would not see one
+    snapshot and a read-then-write transaction could fail at once when another process writes. We emit
+    BEGIN ourselves; write transactions use BEGIN IMMEDIATE so they wait (busy_timeout) instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (a no-op when it is there already)."""
+    script_location = migrations_dir()
+    if not (script_location / "env.py").is_file():
+        raise StoreError(
+            f"cannot migrate catalog {safe_url(engine.url)}: migrations folder {script_location} not found "
+            "(install dedup from a source checkout with `pip install -e .`)"
+        )
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # One write transaction around the whole upgrade: two processes opening a new store at once take turns.
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for ``url`` whose schema is migrated to the newest revision.
+
+    For SQLite files the parent folder is created and WAL mode, foreign keys and a busy timeout are set on
+    every connection. Raises ``StoreError`` when the database cannot be opened or migrated.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"cannot open catalog {url}: not a database URL ({exc})") from exc
+    shown = safe_url(parsed)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if (
+        is_sqlite
+        and parsed.database
+        and parsed.database != ":memory:"
+        and not parsed.database.startswith("file:")
+    ):
+        try:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+    try:
+        engine = create_engine(parsed)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+    if is_sqlite:
+        _install_sqlite_hooks(engine)
+    try:
+        upgrade(engine)
+    except StoreError:
+        engine.dispose()
+        raise
+    except (SQLAlchemyError, OSError) as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+    except CommandError as exc:
+        # e.g. the database carries a revision this checkout does not know (written by a newer dedup).
+        engine.dispose()
+        raise StoreError(f"cannot migrate catalog {shown}: {exc}") from exc
+    log.debug("catalog %s open and migrated", shown)
+    return engine

@@ -1,0 +1,205 @@
+"""Queries on the catalog, each run inside a caller's session and transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dedup.catalog.codec import STORED_DTYPE, decode_vector
+from dedup.catalog.models import GENERATION_KEY, IMAGE_STATUSES, Image, IngestRun, Meta, Product, Vector
+from dedup.errors import StoreError
+from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageInfo, KnownFile
+
+#: Values per ``IN (...)`` list: stays below SQLite's bound-parameter limit on every version.
+IN_CHUNK = 500
+#: Rows fetched at a time when streaming large results.
+STREAM_ROWS = 2048
+
+T = TypeVar("T")
+
+
+def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` values."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def generation(session: Session) -> int:
+    """The index generation counter (0 before the first write)."""
+    value = session.scalar(select(Meta.value).where(Meta.key == GENERATION_KEY))
+    try:
+        return int(value) if value is not None else 0
+    except ValueError as exc:
+        raise StoreError(f"catalog meta '{GENERATION_KEY}' is not a number: {value!r}") from exc
+
+
+def known_files(session: Session, paths: Sequence[str] | None) -> dict[str, KnownFile]:
+    """What is stored about each path (every image row when ``paths`` is None), by path."""
+    columns = (Image.id, Image.path, Image.bytes, Image.mtime, Image.sha256, Image.status, Image.model_id)
+    if paths is None:
+        statements = [select(*columns).execution_options(yield_per=STREAM_ROWS)]
+    else:
+        statements = [select(*columns).where(Image.path.in_(c)) for c in chunked(list(dict.fromkeys(paths)))]
+    found: dict[str, KnownFile] = {}
+    for stmt in statements:
+        for image_id, path, size, mtime, sha256, status, model_id in session.execute(stmt):
+            found[path] = KnownFile(image_id, path, size, mtime, sha256, status, model_id)
+    return found
+
+
+def vector_ids(session: Session, sha256s: Iterable[str], model_id: str) -> dict[str, int]:
+    """Ids of the vectors already stored for these contents under ``model_id``, by sha256."""
+    found: dict[str, int] = {}
+    for chunk in chunked(list(dict.fromkeys(sha256s))):
+        stmt = select(Vector.sha256, Vector.id).where(Vector.model_id == model_id, Vector.sha256.in_(chunk))
+        found.update({sha: vid for sha, vid in session.execute(stmt)})
+    return found
+
+
+def indexed_vectors(session: Session, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """Ids (int64, (n,)) and vectors (float32, (n, dim)) of the ok images under ``model_id``, by id.
+
+    Rows are streamed into arrays sized by a count first, so memory stays at the size of the result.
+    """
+    where = (Image.status == STATUS_OK, Image.model_id == model_id, Vector.model_id == model_id)
+    joined = select(func.count()).select_from(Image).join(Vector, Image.vector_id == Vector.id).where(*where)
+    expected = session.scalar(joined) or 0
+    dim = session.scalar(select(Vector.dim).where(Vector.model_id == model_id).limit(1)) or 0
+    ids = np.empty(expected, dtype=np.int64)
+    out = np.empty((expected, dim), dtype=np.float32)
+    stmt = (
+        select(Image.id, Vector.dim, Vector.data)
+        .join(Vector, Image.vector_id == Vector.id)
+        .where(*where)
+        .order_by(Image.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    n = 0
+    for image_id, row_dim, data in session.execute(stmt):
+        if row_dim != dim:
+            raise StoreError(
+                f"model {model_id} has vectors of {row_dim} and {dim} values: the catalog is mixed"
+            )
+        if n == len(ids):
+            # Only without snapshot isolation can rows appear after the count; grow rather than fail.
+            ids = np.resize(ids, max(1, 2 * n))
+            out = np.resize(out, (max(1, 2 * n), dim))
+        ids[n] = image_id
+        out[n] = np.frombuffer(data, dtype=STORED_DTYPE)
+        n += 1
+    if n < len(ids):
+        ids, out = ids[:n].copy(), out[:n].copy()
+    return ids, out
+
+
+def _info(image: Image, product_id: str | None, title: str | None, category: str | None) -> ImageInfo:
+    return ImageInfo(
+        image_id=image.id,
+        path=image.path,
+        product_id=product_id,
+        sha256=image.sha256 or "",
+        pixel_hash=image.pixel_hash,
+        width=image.width or 0,
+        height=image.height or 0,
+        bytes=image.bytes or 0,
+        format=image.format,
+        ingested_at=image.ingested_at,
+        title=title,
+        category=category,
+    )
+
+
+def _with_product() -> Any:
+    return select(Image, Product.product_id, Product.title, Product.category).outerjoin(
+        Product, Image.product_fk == Product.id
+    )
+
+
+def images(session: Session, ids: Sequence[int]) -> dict[int, ImageInfo]:
+    """Decoded images (ok or missing, not failed) by id, joined with their product."""
+    found: dict[int, ImageInfo] = {}
+    for chunk in chunked(list(dict.fromkeys(int(i) for i in ids))):
+        stmt = _with_product().where(Image.id.in_(chunk), Image.sha256.is_not(None))
+        found.update({img.id: _info(img, pid, title, cat) for img, pid, title, cat in session.execute(stmt)})
+    return found
+
+
+def image_by_path(session: Session, path: str) -> ImageInfo | None:
+    """The decoded image stored under ``path``; None when unknown or its file failed."""
+    row = session.execute(_with_product().where(Image.path == path, Image.sha256.is_not(None))).first()
+    return None if row is None else _info(*row)
+
+
+def vector_of_image(session: Session, image_id: int) -> np.ndarray | None:
+    """The stored vector of an image (float32, 1-D), or None when it has none."""
+    stmt = (
+        select(Vector.data, Vector.dim).join(Image, Image.vector_id == Vector.id).where(Image.id == image_id)
+    )
+    row = session.execute(stmt).first()
+    return None if row is None else decode_vector(row.data, row.dim)
+
+
+def failed_files(session: Session) -> list[FailedFile]:
+    """Every file whose last ingest failed, by path."""
+    stmt = select(Image).where(Image.status == STATUS_FAILED).order_by(Image.path)
+    return [
+        FailedFile(path=r.path, kind=r.error_kind or "", reason=r.error or "", bytes=r.bytes, mtime=r.mtime)
+        for r in session.scalars(stmt)
+    ]
+
+
+def product(session: Session, product_id: str) -> dict[str, object] | None:
+    """A product's fields and its images (id, path, status), or None when unknown."""
+    row = session.scalar(select(Product).where(Product.product_id == product_id))
+    if row is None:
+        return None
+    image_rows = session.execute(
+        select(Image.id, Image.path, Image.status).where(Image.product_fk == row.id).order_by(Image.id)
+    )
+    return {
+        "product_id": row.product_id,
+        "title": row.title,
+        "category": row.category,
+        "attributes": dict(row.attributes or {}),
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+        "images": [{"image_id": i, "path": p, "status": s} for i, p, s in image_rows],
+    }
+
+
+def _run_dict(run: IngestRun | None) -> dict[str, object] | None:
+    if run is None:
+        return None
+    return {
+        "id": run.id,
+        "root": run.root,
+        "model_id": run.model_id,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "status": run.status,
+        "counts": dict(run.counts or {}),
+    }
+
+
+def stats(session: Session) -> dict[str, object]:
+    """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
+    by_status = {
+        status: n for status, n in session.execute(select(Image.status, func.count()).group_by(Image.status))
+    }
+    models = session.execute(
+        select(Vector.model_id, func.count()).group_by(Vector.model_id).order_by(Vector.model_id)
+    )
+    last_run = session.scalar(select(IngestRun).order_by(IngestRun.id.desc()).limit(1))
+    return {
+        "products": session.scalar(select(func.count()).select_from(Product)) or 0,
+        "images": {**{s: by_status.get(s, 0) for s in IMAGE_STATUSES}, "total": sum(by_status.values())},
+        "vectors": session.scalar(select(func.count()).select_from(Vector)) or 0,
+        "distinct_sha256": session.scalar(select(func.count(func.distinct(Image.sha256)))) or 0,
+        "models": {model_id: n for model_id, n in models},
+        "last_run": _run_dict(last_run),
+        "generation": generation(session),
+    }

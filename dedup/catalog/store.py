@@ -1,0 +1,187 @@
+"""The catalog: the source of truth for products, images and their vectors, behind one small class."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from dedup.catalog import reads, writes
+from dedup.catalog.coltypes import utcnow
+from dedup.catalog.engine import WRITE_OPTION, open_engine, safe_url
+from dedup.catalog.models import GENERATION_KEY, RUN_RUNNING, RUN_STATUSES, IngestRun, Meta
+from dedup.errors import StoreError
+from dedup.types import FailedFile, ImageInfo, ImageRecord, KnownFile, ProductRecord
+
+log = logging.getLogger(__name__)
+
+
+class Catalog:
+    """Products, images and vectors in a SQL database, migrated to the newest schema on open.
+
+    Every method runs in its own short transaction. Database errors come out as ``StoreError``.
+    Use as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._shown = safe_url(url)
+        self._engine = open_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        log.info("catalog open: %s", self._shown)
+
+    def close(self) -> None:
+        """Release every database connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Catalog({self._shown!r})"
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        """A session inside one transaction, committed on success; database errors become StoreError."""
+        try:
+            with self._sessions() as session, session.begin():
+                if write:
+                    # Take the write lock at BEGIN so a concurrent writer makes us wait, not fail.
+                    session.connection(execution_options={WRITE_OPTION: True})
+                yield session
+        except SQLAlchemyError as exc:
+            raise StoreError(f"catalog {self._shown}: {exc}") from exc
+
+    # -- index bookkeeping -------------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """The counter bumped by every change to the set of indexed vectors."""
+        with self._session() as s:
+            return reads.generation(s)
+
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting, or None."""
+        with self._session() as s:
+            return s.scalar(select(Meta.value).where(Meta.key == key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a setting. The generation counter is managed by the catalog and cannot be set."""
+        if key == GENERATION_KEY:
+            raise ValueError(f"meta key {key!r} is managed by the catalog")
+        with self._session(write=True) as s:
+            s.merge(Meta(key=key, value=value))
+
+    # -- ingest --------------------------------------------------------------------------------------
+
+    def known_files(self, paths: Sequence[str] | None = None) -> dict[str, KnownFile]:
+        """What is stored about each of ``paths`` (all image rows when None), by path."""
+        with self._session() as s:
+            return reads.known_files(s, paths)
+
+    def vector_ids_for(self, sha256s: Iterable[str], model_id: str) -> dict[str, int]:
+        """Ids of vectors already stored for these contents under ``model_id``, by sha256."""
+        with self._session() as s:
+            return reads.vector_ids(s, sha256s, model_id)
+
+    def begin_run(self, root: str, model_id: str) -> int:
+        """Record the start of an ingest of ``root``; returns the run id."""
+        with self._session(write=True) as s:
+            run = IngestRun(root=root, model_id=model_id, status=RUN_RUNNING, counts={}, started_at=utcnow())
+            s.add(run)
+            s.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str, counts: dict[str, object]) -> None:
+        """Record how an ingest ended: ``status`` is finished, interrupted or failed."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+        with self._session(write=True) as s:
+            run = s.get(IngestRun, run_id)
+            if run is None:
+                raise StoreError(f"catalog {self._shown}: no ingest run {run_id}")
+            run.status, run.counts, run.finished_at = status, dict(counts), utcnow()
+
+    def upsert_products(self, products: Iterable[ProductRecord]) -> None:
+        """Insert products or update them by ``product_id``.
+
+        None values and attributes not given keep what is stored.
+        """
+        with self._session(write=True) as s:
+            writes.upsert_products(s, products)
+
+    def write_batch(
+        self,
+        records: Sequence[ImageRecord],
+        vectors: Mapping[str, np.ndarray],
+        failures: Sequence[FailedFile],
+        model_id: str,
+        run_id: int | None,
+    ) -> list[int]:
+        """In one transaction: store new vectors (by sha256), upsert ok and failed image rows by path, link
+        products (creating bare ones for unknown ids) and bump the generation once.
+
+        Returns the image ids of ``records`` in order. Raises ``StoreError`` when a record's content has no
+        vector, neither in ``vectors`` nor stored.
+        """
+        if not records and not vectors and not failures:
+            return []
+        with self._session(write=True) as s:
+            return writes.write_batch(s, records, vectors, failures, model_id, run_id)
+
+    def mark_missing(self, paths: Sequence[str]) -> list[int]:
+        """Mark the images of ``paths`` as missing (vectors stay linked); returns the ids that changed."""
+        with self._session(write=True) as s:
+            return writes.mark_missing(s, paths)
+
+    def delete_images(self, paths: Sequence[str]) -> list[int]:
+        """Delete the image rows of ``paths``; returns their ids. Their vectors stay, keyed by content."""
+        with self._session(write=True) as s:
+            return writes.delete_images(s, paths)
+
+    # -- queries -------------------------------------------------------------------------------------
+
+    def indexed_vectors(self, model_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Ids (int64, (n,)) and vectors (float32, (n, dim)) of ok images under ``model_id``, by id."""
+        with self._session() as s:
+            return reads.indexed_vectors(s, model_id)
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageInfo]:
+        """Decoded images (ok or missing) by id, with their product; unknown and failed ids are left out."""
+        with self._session() as s:
+            return reads.images(s, ids)
+
+    def image_by_path(self, path: str) -> ImageInfo | None:
+        """The decoded image stored under ``path``, or None."""
+        with self._session() as s:
+            return reads.image_by_path(s, path)
+
+    def vector_of_image(self, image_id: int) -> np.ndarray | None:
+        """The stored vector of an image, or None."""
+        with self._session() as s:
+            return reads.vector_of_image(s, image_id)
+
+    def failed_files(self) -> list[FailedFile]:
+        """Files whose last ingest failed, by path."""
+        with self._session() as s:
+            return reads.failed_files(s)
+
+    def product(self, product_id: str) -> dict[str, object] | None:
+        """A product's fields and its images (``image_id``, ``path``, ``status``), or None."""
+        with self._session() as s:
+            return reads.product(s, product_id)
+
+    def stats(self) -> dict[str, object]:
+        """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
+        with self._session() as s:
+            return reads.stats(s)

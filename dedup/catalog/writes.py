@@ -1,0 +1,181 @@
+"""Changes to the catalog, each run inside a caller's session and transaction.
+
+Every change to the set of indexed vectors bumps the ``generation`` meta value in the same transaction,
+so an index saved with an older generation is known to be stale.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import CursorResult, Integer, String, delete, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.orm import Session
+
+from dedup.catalog.codec import encode_vector
+from dedup.catalog.coltypes import utcnow
+from dedup.catalog.models import GENERATION_KEY, Image, Meta, Product, Vector
+from dedup.catalog.reads import chunked, vector_ids
+from dedup.errors import StoreError
+from dedup.types import STATUS_FAILED, STATUS_MISSING, STATUS_OK, FailedFile, ImageRecord, ProductRecord
+
+log = logging.getLogger(__name__)
+
+
+def bump_generation(session: Session) -> None:
+    """Add one to the generation counter (one UPDATE, so concurrent writers cannot lose a bump)."""
+    stmt = (
+        update(Meta)
+        .where(Meta.key == GENERATION_KEY)
+        .values(value=sql_cast(sql_cast(Meta.value, Integer) + 1, String))
+        .execution_options(synchronize_session=False)
+    )
+    result = cast(CursorResult[Any], session.execute(stmt))
+    if result.rowcount == 0:
+        # The migration seeds the row; this only repairs a catalog where it was deleted by hand.
+        session.add(Meta(key=GENERATION_KEY, value="1"))
+        session.flush()
+
+
+def upsert_products(session: Session, products: Iterable[ProductRecord]) -> dict[str, int]:
+    """Insert products or update known ones by ``product_id``; returns the row id of each.
+
+    Values that are ``None`` do not erase what is stored, and attributes are merged key by key, so a
+    sparser source (e.g. a product implied by a file name) never wipes what a metadata CSV said.
+    """
+    wanted = {p.product_id: p for p in products}  # the last record of a product id wins
+    rows = _products_by_id(session, wanted)
+    now = utcnow()
+    for pid, record in wanted.items():
+        row = rows.get(pid)
+        if row is None:
+            row = Product(product_id=pid, attributes={}, created_at=now, updated_at=now)
+            session.add(row)
+            rows[pid] = row
+        if record.title is not None:
+            row.title = record.title
+        if record.category is not None:
+            row.category = record.category
+        if record.attributes:
+            row.attributes = {**(row.attributes or {}), **record.attributes}
+    session.flush()
+    return {pid: row.id for pid, row in rows.items()}
+
+
+def _products_by_id(session: Session, product_ids: Iterable[str]) -> dict[str, Product]:
+    found: dict[str, Product] = {}
+    for chunk in chunked(list(product_ids)):
+        for row in session.scalars(select(Product).where(Product.product_id.in_(chunk))):
+            found[row.product_id] = row
+    return found
+
+
+def _images_by_path(session: Session, paths: Iterable[str]) -> dict[str, Image]:
+    found: dict[str, Image] = {}
+    for chunk in chunked(list(dict.fromkeys(paths))):
+        for row in session.scalars(select(Image).where(Image.path.in_(chunk))):
+            found[row.path] = row
+    return found
+
+
+def _store_vectors(session: Session, vectors: Mapping[str, np.ndarray], model_id: str) -> dict[str, int]:
+    """Insert the vectors not stored yet for ``model_id``; returns vector ids by sha256 (old and new)."""
+    known = vector_ids(session, vectors, model_id)
+    model_dim = session.scalar(select(Vector.dim).where(Vector.model_id == model_id).limit(1))
+    added: dict[str, Vector] = {}
+    now = utcnow()
+    for sha, vector in vectors.items():
+        if sha in known:
+            continue
+        data, dim = encode_vector(vector, sha)
+        if model_dim is not None and dim != model_dim:
+            raise StoreError(f"vector for {sha} has {dim} values, model {model_id} has {model_dim}")
+        model_dim = dim
+        added[sha] = Vector(sha256=sha, model_id=model_id, dim=dim, data=data, created_at=now)
+    session.add_all(added.values())
+    session.flush()
+    known.update({sha: row.id for sha, row in added.items()})
+    return known
+
+
+def write_batch(
+    session: Session,
+    records: Sequence[ImageRecord],
+    vectors: Mapping[str, np.ndarray],
+    failures: Sequence[FailedFile],
+    model_id: str,
+    run_id: int | None,
+) -> list[int]:
+    """Store new vectors, upsert ok and failed image rows by path, bump the generation once.
+
+    Returns the image ids of ``records`` in order. Raises ``StoreError`` when a record's content has
+    no vector, neither in ``vectors`` nor stored (the caller forgot to embed it).
+    """
+    vector_by_sha = _store_vectors(session, vectors, model_id)
+    shas = {r.sha256 for r in records}
+    vector_by_sha.update(vector_ids(session, shas - vector_by_sha.keys(), model_id))
+    missing = shas - vector_by_sha.keys()
+    if missing:
+        raise StoreError(
+            f"no vector for {len(missing)} image content(s) under model {model_id}, e.g. {min(missing)}"
+        )
+    product_ids = {r.product_id for r in records if r.product_id}
+    known_products = {pid: row.id for pid, row in _products_by_id(session, product_ids).items()}
+    new_products = [ProductRecord(product_id=pid) for pid in product_ids - known_products.keys()]
+    known_products.update(upsert_products(session, new_products))
+
+    rows = _images_by_path(session, [r.path for r in records] + [f.path for f in failures])
+    now = utcnow()
+    for path in {r.path for r in records} | {f.path for f in failures}:
+        if path not in rows:
+            rows[path] = Image(path=path, ingested_at=now)
+            session.add(rows[path])
+    for record in records:
+        row = rows[record.path]
+        row.sha256, row.pixel_hash = record.sha256, record.pixel_hash
+        row.width, row.height, row.format = record.width, record.height, record.format
+        row.bytes, row.mtime = record.bytes, record.mtime
+        row.status, row.error_kind, row.error = STATUS_OK, None, None
+        row.model_id, row.vector_id = model_id, vector_by_sha[record.sha256]
+        row.product_fk = known_products[record.product_id] if record.product_id else None
+        row.run_id, row.updated_at = run_id, now
+    for failure in failures:
+        row = rows[failure.path]
+        # The old content is gone or unreadable: forget what was decoded from it, keep the product link.
+        row.sha256 = row.pixel_hash = row.format = None
+        row.width = row.height = None
+        row.bytes, row.mtime = failure.bytes, failure.mtime
+        row.status, row.error_kind, row.error = STATUS_FAILED, failure.kind, failure.reason
+        row.model_id, row.vector_id = model_id, None
+        row.run_id, row.updated_at = run_id, now
+    session.flush()
+    bump_generation(session)
+    log.debug("wrote %d images, %d failures, %d vectors", len(records), len(failures), len(vectors))
+    return [rows[r.path].id for r in records]
+
+
+def mark_missing(session: Session, paths: Sequence[str]) -> list[int]:
+    """Set the status of the given paths to missing (vectors stay linked); returns the ids changed."""
+    changed: list[int] = []
+    now = utcnow()
+    for row in _images_by_path(session, paths).values():
+        if row.status != STATUS_MISSING:
+            row.status, row.updated_at = STATUS_MISSING, now
+            changed.append(row.id)
+    if changed:
+        session.flush()
+        bump_generation(session)
+    return sorted(changed)
+
+
+def delete_images(session: Session, paths: Sequence[str]) -> list[int]:
+    """Delete the image rows of the given paths; returns their ids. Vectors stay for content seen again."""
+    ids = sorted(row.id for row in _images_by_path(session, paths).values())
+    for chunk in chunked(ids):
+        session.execute(delete(Image).where(Image.id.in_(chunk)).execution_options(synchronize_session=False))
+    if ids:
+        bump_generation(session)
+    return ids

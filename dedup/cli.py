@@ -1,0 +1,241 @@
+"""The ``dedup`` command line: a thin layer over :mod:`dedup.service`.
+
+Heavy modules (TensorFlow, FAISS, SQLAlchemy) are imported inside the commands that need them, so
+``dedup --help`` answers at once. Errors become one-line messages and the exit codes of
+:mod:`dedup.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dedup import __version__
+from dedup.config import DEFAULT_K, ENV_DB_URL, ENV_MODEL, ENV_STORE
+from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, DedupError
+
+if TYPE_CHECKING:
+    from dedup.service import Store
+
+log = logging.getLogger("dedup")
+
+
+class _Group(click.Group):
+    """Turns DedupError and Ctrl-C into a message and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DedupError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the catalog is consistent; run the command again to finish", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dedup")
+@click.option("--store", type=click.Path(file_okay=False), envvar=ENV_STORE, default=None,
+              help="Store folder (catalog, index, reports). [env DEDUP_STORE; default ./dedup-store]")
+@click.option("--db-url", envvar=ENV_DB_URL, default=None,
+              help="SQLAlchemy URL of the catalog. [env DEDUP_DB_URL; default sqlite in the store]")
+@click.option("--model", type=click.Path(exists=True, file_okay=False), envvar=ENV_MODEL, default=None,
+              help="Model folder to embed with. [env DEDUP_MODEL; default: the shipped model]")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, db_url: str | None, model: str | None, verbose: int,
+        quiet: bool) -> None:
+    """Find near-duplicate product images: ingest a folder, report duplicates, query similar products.
+
+    \b
+    Exit codes: 0 ok, 2 usage, 3 some inputs failed, 4 store error, 5 model error,
+    6 input missing or unusable, 10 report found duplicates, 130 interrupted.
+    """
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+    ctx.obj = {"store": store, "db_url": db_url, "model": model}
+
+
+@contextmanager
+def _open(ctx: click.Context) -> Iterator[Store]:
+    from dedup.service import open_store
+
+    with open_store(ctx.obj["store"], ctx.obj["db_url"], ctx.obj["model"]) as store:
+        yield store
+
+
+def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[], None]]:
+    """A progress callback drawing a bar on a terminal (none when stderr is not a terminal)."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+        bar = state["bar"]
+        bar.update(done - bar.pos)
+
+    def close() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, close
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
+              help="CSV with path or filename, product_id, optional title, category, other attributes.")
+@click.option("--prune", is_flag=True, help="Mark images whose files disappeared from FOLDER as missing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, fmt: str) -> None:
+    """Add the images under FOLDER to the catalog (only what changed since the last run).
+
+    Exits 3 when some files could not be ingested (each is listed with its reason).
+    """
+    from dedup.service import ingest_folder
+
+    update, close = _progress("ingest")
+    with _open(ctx) as store:
+        try:
+            summary = ingest_folder(store, folder, metadata=metadata, prune=prune, progress=update)
+        finally:
+            close()
+    if fmt == "json":
+        click.echo(json.dumps(summary.as_dict(), indent=2))
+    else:
+        for f in summary.failures:
+            click.echo(f"failed: {f.path}: {f.reason}", err=True)
+        click.echo(
+            f"seen {summary.seen}, new {summary.new}, unchanged {summary.unchanged}, reused {summary.reused}, "
+            f"changed {summary.changed}, failed {summary.failed}, pruned {summary.pruned}; "
+            f"{summary.images_per_second:.1f} images/s in {summary.seconds:.1f} s"
+        )
+    if summary.failed:
+        ctx.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.option("--threshold", type=click.FloatRange(min=0.0, max=2.0), default=None,
+              help="Duplicate distance threshold (default: the model's calibrated one).")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the report here instead of standard output.")
+@click.pass_context
+def report(ctx: click.Context, threshold: float | None, fmt: str, output: str | None) -> None:
+    """Cluster near-duplicates in the catalog and suggest which copy to keep.
+
+    Exits 10 when duplicates were found, 0 when none were.
+    """
+    from dedup.service import build_report, render_report
+
+    with _open(ctx) as store:
+        result = build_report(store, threshold)
+    text = render_report(result, fmt)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        s = result["summary"]
+        assert isinstance(s, dict)
+        click.echo(f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images -> {output}",
+                   err=True)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+    if result["clusters"]:
+        ctx.exit(EXIT_DUPLICATES_FOUND)
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-k", type=click.IntRange(min=1, max=1000), default=DEFAULT_K, show_default=True,
+              help="Number of results per image.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json prints one JSON object per image per line (JSON Lines).")
+@click.pass_context
+def query(ctx: click.Context, images: tuple[str, ...], k: int, fmt: str) -> None:
+    """Find the K catalog images most similar to each IMAGE (files or folders)."""
+    from dedup.errors import ImageError
+    from dedup.service import image_files, query_paths
+
+    failed = 0
+    with _open(ctx) as store:
+        for result in query_paths(store, image_files(images), k):
+            if isinstance(result, ImageError):
+                failed += 1
+                click.echo(f"failed: {result.message}", err=True)
+                if fmt == "json":
+                    click.echo(json.dumps({"query": result.path, "error": result.reason}))
+                continue
+            if fmt == "json":
+                click.echo(json.dumps(result.as_dict()))
+                continue
+            click.echo(result.query)
+            for h in result.hits:
+                pid = h.image.product_id or "-"
+                click.echo(f"  {h.rank:>3}. {h.similarity:.4f}  d={h.distance:.4f}  {pid}  {h.image.path}")
+    if failed:
+        ctx.exit(EXIT_PARTIAL)
+
+
+@cli.command()
+@click.argument("image_a", type=click.Path(exists=True, dir_okay=False))
+@click.argument("image_b", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
+    """Similarity of two images and whether they are near-duplicates."""
+    from dedup.service import compare_paths
+
+    with _open(ctx) as store:
+        r = compare_paths(store, image_a, image_b)
+    if fmt == "json":
+        click.echo(json.dumps({"a": r.path_a, "b": r.path_b, "similarity": round(r.similarity, 6),
+                               "distance": round(r.distance, 6), "threshold": r.threshold,
+                               "duplicate": r.duplicate}))
+    else:
+        verdict = "near-duplicates" if r.duplicate else "different"
+        click.echo(f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): "
+                   f"{verdict}")
+
+
+@cli.command()
+@click.option("--failed", is_flag=True, help="List every file that could not be ingested, with its reason.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
+    """What is in the store: products, images by status, vectors, the last ingest."""
+    with _open(ctx) as store:
+        info = store.catalog.stats()
+        failures = store.catalog.failed_files() if failed else []
+    if fmt == "json":
+        payload: dict[str, Any] = dict(info)
+        if failed:
+            payload["failed_files"] = [{"path": f.path, "kind": f.kind, "reason": f.reason} for f in failures]
+        click.echo(json.dumps(payload, indent=2, default=str))
+        return
+    for key, value in info.items():
+        click.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+    for f in failures:
+        click.echo(f"failed: {f.path}: {f.reason}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="dedup")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Defaults and settings shared by the command line, the HTTP API and the library."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Environment variables read at the edges (CLI, server).
+ENV_STORE = "DEDUP_STORE"
+ENV_DB_URL = "DEDUP_DB_URL"
+ENV_MODEL = "DEDUP_MODEL"
+
+DEFAULT_STORE = "dedup-store"
+#: File extensions ingest looks at (lower case, with the dot).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+#: Decompression-bomb guard: images with more pixels than this are refused (≈ 16k × 10k).
+MAX_PIXELS = 178_956_970
+#: Files larger than this are refused without being read.
+MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Images embedded per model call and written per catalog transaction.
+BATCH_SIZE = 64
+#: Seconds between index saves during a long ingest (the index is also saved at the end).
+INDEX_SAVE_INTERVAL_S = 30.0
+#: Default number of neighbours for queries.
+DEFAULT_K = 5
+
+
+def default_model_dir() -> Path:
+    """The model shipped inside the package (``dedup/models/default``)."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where a store lives: its folder and the SQLAlchemy URL of its catalog."""
+
+    root: Path
+    db_url: str
+
+    @classmethod
+    def resolve(cls, store: str | os.PathLike[str] | None = None, db_url: str | None = None) -> StoreConfig:
+        """Fill unset values from the environment, then from the defaults."""
+        root = Path(store or os.environ.get(ENV_STORE) or DEFAULT_STORE).expanduser().resolve()
+        url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{root / 'catalog.sqlite'}"
+        return cls(root=root, db_url=url)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"

@@ -1,0 +1,81 @@
+"""The embedding tower: a compact depthwise-separable CNN mapping uint8 RGB images to unit vectors.
+
+The tower is saved alone (``tower.keras``) and exported to TensorFlow Lite; the siamese training
+wrapper in :mod:`dedup.embedding.siamese` only holds it. Importing this module imports Keras.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers, ops
+
+#: Stage widths and strides after the stem: (filters, stride, repeats).
+DEFAULT_STAGES: tuple[tuple[int, int, int], ...] = ((32, 1, 1), (64, 2, 2), (128, 2, 2), (256, 2, 3), (384, 2, 2))
+
+
+@keras.saving.register_keras_serializable(package="dedup")
+class HorizontalFlip(layers.Layer):
+    """Mirror images left-right (axis 2 of NHWC); used to make the tower mirror-invariant by construction."""
+
+    def call(self, x: Any) -> Any:
+        return ops.flip(x, axis=2)
+
+
+def build_backbone(input_size: int, stages: tuple[tuple[int, int, int], ...], stem: int = 24) -> keras.Model:
+    """Float input in [-1, 1] → pooled feature vector (global average and max pooling, concatenated)."""
+    inp = keras.Input((input_size, input_size, 3), name="pixels")
+    x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inp)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for s, (filters, stride, repeats) in enumerate(stages):
+        for r in range(repeats):
+            x = _separable_block(x, filters, stride if r == 0 else 1, f"s{s}b{r}")
+    # Average pooling keeps global colour/texture statistics; max pooling keeps small distinctive parts.
+    avg = layers.GlobalAveragePooling2D(name="gap")(x)
+    mx = layers.GlobalMaxPooling2D(name="gmp")(x)
+    return keras.Model(inp, layers.Concatenate(name="pooled")([avg, mx]), name="backbone")
+
+
+def build_tower(
+    input_size: int = 96,
+    dim: int = 128,
+    *,
+    stages: tuple[tuple[int, int, int], ...] = DEFAULT_STAGES,
+    mirror_invariant: bool = True,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """The embedding tower: ``(n, S, S, 3)`` uint8 RGB → ``(n, dim)`` float32 L2-normalised rows.
+
+    With ``mirror_invariant`` the pooled features of the image and of its mirror image are summed
+    before the projection, so a mirrored copy gets exactly the same embedding; it costs twice the
+    convolutions but frees the network from learning mirror invariance. Colour is kept: nothing
+    here discards channels, so colour variants can stay apart.
+    """
+    if input_size < 32 or dim < 8:
+        raise ValueError(f"input_size must be ≥ 32 and dim ≥ 8 (got {input_size}, {dim})")
+    inp = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(ops.cast(inp, "float32"))
+    backbone = build_backbone(input_size, stages)
+    feats = backbone(x)
+    if mirror_invariant:
+        feats = layers.Add(name="mirror_sum")([feats, backbone(HorizontalFlip(name="mirror")(x))])
+    if dropout:
+        feats = layers.Dropout(dropout, name="dropout")(feats)
+    emb = layers.Dense(dim, name="project")(feats)
+    out = layers.UnitNormalization(axis=-1, name="l2")(emb)
+    return keras.Model(inp, out, name=f"tower_{input_size}_{dim}")
+
+
+def _separable_block(x: Any, filters: int, stride: int, name: str) -> Any:
+    """Depthwise 3×3 → BN → ReLU6 → pointwise 1×1 → BN (→ ReLU6), residual when the shape is kept."""
+    shortcut = x
+    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(y)
+    y = layers.BatchNormalization(name=f"{name}_pw_bn")(y)
+    if stride == 1 and shortcut.shape[-1] == filters:
+        y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(6.0, name=f"{name}_relu")(y)

@@ -1,0 +1,229 @@
+"""Safe image decoding and normalisation: the one loader used by ingest, query, training and the API.
+
+Every failure becomes an :class:`~dedup.errors.ImageError` carrying the path and a reason a person
+understands; nothing here prints or swallows errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from dedup.config import MAX_FILE_BYTES, MAX_PIXELS
+from dedup.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+WHITE = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image, RGB, possibly downscaled, with facts about the original file."""
+
+    image: Image.Image  # RGB, EXIF orientation applied, alpha composited on white
+    width: int  # original size after orientation, before any downscale
+    height: int
+    format: str
+    bytes: int
+    sha256: str  # of the file bytes
+
+    @property
+    def pixel_hash(self) -> str:
+        """sha256 of the decoded RGB pixels and their size: equal for the same picture in another container."""
+        h = hashlib.sha256(f"{self.image.width}x{self.image.height}:".encode())
+        h.update(self.image.tobytes())
+        return h.hexdigest()
+
+
+def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a file's bytes, refusing empty and oversized files with a clear reason."""
+    p = str(path)
+    try:
+        size = os.path.getsize(p)
+        if size == 0:
+            raise ImageError(p, "empty", "the file is empty (0 bytes)")
+        if size > max_bytes:
+            raise ImageError(p, "too_large", f"the file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+        with open(p, "rb") as fh:
+            return fh.read()
+    except ImageError:
+        raise
+    except OSError as exc:
+        raise ImageError(p, "io", f"cannot read the file: {exc.strerror or exc}") from exc
+
+
+def load_image(
+    path: str | os.PathLike[str], target: int | None = None, max_pixels: int = MAX_PIXELS
+) -> LoadedImage:
+    """Read and decode an image file; see :func:`decode_bytes`."""
+    data = read_file(path)
+    return decode_bytes(data, str(path), target=target, max_pixels=max_pixels)
+
+
+def decode_bytes(
+    data: bytes, name: str = "<upload>", target: int | None = None, max_pixels: int = MAX_PIXELS
+) -> LoadedImage:
+    """Decode image bytes to an RGB :class:`LoadedImage`.
+
+    ``target`` is the smallest side length the caller needs: JPEGs are then decoded at a reduced DCT
+    scale (draft mode) and every image is downscaled so its longer side is at most ``2 * target``,
+    which keeps memory flat and makes later resizing cheap. ``name`` only labels errors.
+    """
+    if not data:
+        raise ImageError(name, "empty", "the file is empty (0 bytes)")
+    sha = hashlib.sha256(data).hexdigest()
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns before it errors on bombs; we enforce our own limit below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(io.BytesIO(data))
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                if isinstance(exc, UnidentifiedImageError):
+                    raise
+                # The header itself is broken (a bad chunk length reads as "truncated" to Pillow).
+                raise ImageError(name, "corrupt", f"the image header is corrupt ({exc})") from exc
+            fmt = img.format or "unknown"
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise ImageError(name, "corrupt", f"the image header gives an invalid size {w}x{h}")
+            if w * h > max_pixels:
+                raise ImageError(
+                    name,
+                    "too_large",
+                    f"{w}x{h} = {w * h:,} pixels is over the {max_pixels:,}-pixel limit (decompression bomb guard)",
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)  # animated GIF/WebP/PNG: the first frame stands for the file
+            if target and fmt == "JPEG":
+                img.draft("RGB", (target, target))
+            img.load()
+            rgb = _to_rgb(img)
+            rgb = _apply_orientation(img, rgb)
+    except ImageError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageError(name, "not_image", "not a recognised image format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, "too_large", f"decompression bomb guard: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        msg = str(exc)
+        if "truncated" in msg.lower() or isinstance(exc, EOFError):
+            raise ImageError(name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})") from exc
+        raise ImageError(name, "corrupt", f"the image data is corrupt ({msg or type(exc).__name__})") from exc
+    # Original size after orientation: a 90° EXIF rotation swaps the sides.
+    ow, oh = (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
+    if target:
+        limit = 2 * target
+        if max(rgb.size) > limit:
+            rgb.thumbnail((limit, limit), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return LoadedImage(image=rgb, width=ow, height=oh, format=fmt, bytes=len(data), sha256=sha)
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail an otherwise good image
+        return 1
+
+
+def _apply_orientation(src: Image.Image, rgb: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation of ``src`` to the already converted ``rgb``."""
+    transpose = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(_orientation(src))
+    return rgb.transpose(transpose) if transpose is not None else rgb
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB; transparency is composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit/float grey: stretch to 8 bits rather than clip (Pillow's convert("L") clips at 255).
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    elif mode in ("LA", "PA", "La"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGB", img.size, WHITE)
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def to_model_input(img: Image.Image, size: int) -> np.ndarray:
+    """Letterbox an RGB image onto a white square and resize it: ``(size, size, 3)`` uint8.
+
+    Padding (not stretching) keeps the aspect ratio, so a padded copy of a product shot maps to
+    nearly the same input as the original. Training and inference both use this function.
+    """
+    w, h = img.size
+    side = max(w, h)
+    if w != h:
+        square = Image.new("RGB", (side, side), WHITE)
+        square.paste(img, ((side - w) // 2, (side - h) // 2))
+        img = square
+    if side != size:
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def thumbnail_jpeg(img: Image.Image, size: int = 160, quality: int = 80) -> bytes:
+    """A JPEG thumbnail whose longer side is ``size`` pixels."""
+    thumb = img.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    thumb.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def iter_image_files(root: str | os.PathLike[str], extensions: frozenset[str]) -> list[Path]:
+    """All files under ``root`` with an image extension, sorted; symlink loops are safe.
+
+    Symlinked folders are followed once: a folder whose real path was already visited is skipped.
+    """
+    found: list[Path] = []
+    seen_dirs: set[str] = set()
+
+    def walk(folder: Path) -> None:
+        real = os.path.realpath(folder)
+        if real in seen_dirs:
+            return
+        seen_dirs.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
+            return
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    walk(Path(entry.path))
+                elif entry.is_file(follow_symlinks=True) and Path(entry.name).suffix.lower() in extensions:
+                    found.append(Path(entry.path))
+            except OSError as exc:  # a dangling symlink or a permission problem: skip, say so
+                log.warning("cannot inspect %s: %s", entry.path, exc.strerror or exc)
+
+    walk(Path(root))
+    return found

@@ -1,0 +1,33 @@
+"""``create_index``: the one place that maps an index kind name to an implementation."""
+
+from __future__ import annotations
+
+from dedup.errors import ConfigError
+from dedup.index.base import VectorIndex, check_dim
+from dedup.index.faiss_index import FaissIndex
+from dedup.index.reference import NumpyIndex
+
+#: Kind name → implementation. "ivf" and "hnsw" will join here (and in the sidecar's ``kind``).
+INDEX_KINDS: dict[str, type[VectorIndex]] = {
+    "flat": FaissIndex,  # exact inner product in FAISS: the default
+    "numpy": NumpyIndex,  # exact brute force in numpy: the reference
+}
+
+
+def index_class(kind: str) -> type[VectorIndex]:
+    """The implementation of ``kind``; ConfigError naming the valid kinds if it is unknown."""
+    try:
+        return INDEX_KINDS[kind]
+    except (KeyError, TypeError):
+        valid = ", ".join(sorted(INDEX_KINDS))
+        raise ConfigError(f"unknown index kind {kind!r}; valid kinds: {valid}") from None
+
+
+def create_index(dim: int, kind: str = "flat") -> VectorIndex:
+    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat" or "numpy")."""
+    cls = index_class(kind)
+    try:
+        dim = check_dim(dim)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return cls(dim)

@@ -1,0 +1,41 @@
+"""The jobs of dedup (ingest, report, query, compare) composed from catalog, index and encoder.
+
+This is the public Python API that the command line and the HTTP server both use::
+
+    from dedup.service import open_store
+    with open_store("./my-store") as store:
+        summary = ingest_folder(store, "./photos", metadata="products.csv")
+"""
+
+from __future__ import annotations
+
+import os
+
+from dedup.config import StoreConfig
+from dedup.service.ingest import ingest_folder
+from dedup.service.reporting import build_report
+from dedup.report import render_report
+from dedup.service.search import compare_paths, image_files, query_bytes, query_paths
+from dedup.service.store import Store
+
+
+def open_store(
+    store: str | os.PathLike[str] | None = None,
+    db_url: str | None = None,
+    model: str | os.PathLike[str] | None = None,
+) -> Store:
+    """Open a store folder (``DEDUP_STORE`` / ``./dedup-store`` by default); parts load on first use."""
+    return Store(StoreConfig.resolve(store, db_url), model_dir=model)
+
+
+__all__ = [
+    "Store",
+    "open_store",
+    "ingest_folder",
+    "build_report",
+    "query_paths",
+    "query_bytes",
+    "compare_paths",
+    "image_files",
+    "render_report",
+]

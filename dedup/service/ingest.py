@@ -1,0 +1,202 @@
+"""Ingest: walk a folder, decode and embed what is new, write the catalog, keep the index in step."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
+from dedup.errors import ImageError, InputError
+from dedup.imaging import LoadedImage, iter_image_files, load_image
+from dedup.service.metadata import read_metadata
+from dedup.service.store import Store
+from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
+
+log = logging.getLogger(__name__)
+
+#: Called with (files done, files to do) as ingest goes.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class _Todo:
+    path: Path
+    size: int
+    mtime: float
+    known: KnownFile | None
+
+
+def ingest_folder(
+    store: Store,
+    folder: str | os.PathLike[str],
+    metadata: str | os.PathLike[str] | None = None,
+    prune: bool = False,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+) -> IngestSummary:
+    """Ingest every image under ``folder`` into ``store`` and return the counts.
+
+    Files whose path, size and mtime are unchanged are skipped without being read; content already
+    embedded (same sha256) reuses its vector. Each batch is one catalog transaction followed by an
+    index update, so an interrupted run leaves a consistent catalog that the next run completes.
+    """
+    root = Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    meta = read_metadata(Path(metadata) if metadata else None, root)
+    started = time.monotonic()
+    summary = IngestSummary()
+    with store.write_lock():
+        catalog = store.catalog
+        encoder = store.encoder
+        store.index  # noqa: B018 - load or rebuild it so it matches the catalog before we add to it
+        if meta.products:
+            catalog.upsert_products(meta.products.values())
+        files = iter_image_files(root, IMAGE_EXTENSIONS)
+        summary.seen = len(files)
+        known = catalog.known_files()
+        todo: list[_Todo] = []
+        previous_failures: dict[str, FailedFile] | None = None
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError as exc:
+                summary.failures.append(FailedFile(str(path), "io", f"cannot stat: {exc.strerror or exc}"))
+                continue
+            k = known.get(str(path))
+            if k is not None and k.bytes == st.st_size and k.mtime == st.st_mtime:
+                if k.status == STATUS_OK and k.model_id == encoder.model_id:
+                    summary.unchanged += 1
+                    continue
+                if k.status == STATUS_FAILED:
+                    # Still the same broken file: report it again without re-reading it.
+                    summary.unchanged += 1
+                    if previous_failures is None:
+                        previous_failures = {f.path: f for f in catalog.failed_files()}
+                    if k.path in previous_failures:
+                        summary.failures.append(previous_failures[k.path])
+                    continue
+            todo.append(_Todo(path, st.st_size, st.st_mtime, k))
+        run_id = catalog.begin_run(str(root), encoder.model_id)
+        status = "interrupted"
+        try:
+            done = 0
+            if progress:
+                progress(0, len(todo))
+            with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+                for start in range(0, len(todo), batch_size):
+                    batch = todo[start : start + batch_size]
+                    _ingest_batch(store, batch, meta.product_for, pool, summary, run_id)
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(todo))
+                    store.save_index(interval_s=INDEX_SAVE_INTERVAL_S)
+            if prune:
+                summary.pruned = _prune(store, root, {str(p) for p in files}, known)
+            status = "finished"
+        finally:
+            summary.failed = len(summary.failures)
+            summary.seconds = time.monotonic() - started
+            store.save_index(force=True)
+            catalog.finish_run(run_id, status, summary.as_dict())
+    log.info(
+        "ingest %s: seen %d, new %d, changed %d, unchanged %d, reused %d, failed %d, pruned %d (%.1f img/s)",
+        root, summary.seen, summary.new, summary.changed, summary.unchanged, summary.reused,
+        summary.failed, summary.pruned, summary.images_per_second,
+    )
+    return summary
+
+
+def _decode(item: _Todo, target: int) -> LoadedImage | ImageError:
+    try:
+        return load_image(item.path, target=target)
+    except ImageError as exc:
+        return exc
+
+
+def _ingest_batch(
+    store: Store,
+    batch: Sequence[_Todo],
+    product_for: Callable[[Path], str],
+    pool: ThreadPoolExecutor,
+    summary: IngestSummary,
+    run_id: int,
+) -> None:
+    encoder, catalog = store.encoder, store.catalog
+    decoded = list(pool.map(lambda t: _decode(t, encoder.input_size), batch))
+    good: list[tuple[_Todo, LoadedImage, ImageRecord]] = []
+    failures: list[FailedFile] = []
+    for item, result in zip(batch, decoded, strict=True):
+        if isinstance(result, ImageError):
+            log.warning("skipped %s", result.message)
+            failures.append(FailedFile(str(item.path), result.kind, result.reason, item.size, item.mtime))
+            continue
+        record = ImageRecord(
+            path=str(item.path),
+            sha256=result.sha256,
+            pixel_hash=result.pixel_hash,
+            width=result.width,
+            height=result.height,
+            format=result.format,
+            bytes=item.size,
+            mtime=item.mtime,
+            product_id=product_for(item.path),
+        )
+        good.append((item, result, record))
+    records = [rec for _, _, rec in good]
+    stored = catalog.stored_vectors([r.sha256 for r in records], encoder.model_id)
+    # Embed each new content once, even when the batch holds several copies of it.
+    fresh: dict[str, LoadedImage] = {}
+    for _, loaded, rec in good:
+        if rec.sha256 not in stored:
+            fresh.setdefault(rec.sha256, loaded)
+    new_vectors: dict[str, np.ndarray] = {}
+    if fresh:
+        emb = encoder.embed_images([loaded.image for loaded in fresh.values()])
+        new_vectors = dict(zip(fresh.keys(), emb, strict=True))
+    ids = catalog.write_batch(records, new_vectors, failures, encoder.model_id, run_id)
+
+    counted_new: set[str] = set()
+    for item, _, rec in good:
+        k = item.known
+        if k is not None and k.status == STATUS_OK and k.sha256 == rec.sha256 and k.model_id == encoder.model_id:
+            summary.unchanged += 1  # touched (new mtime) but the same content
+        elif k is not None and k.status == STATUS_OK:
+            summary.changed += 1
+        elif rec.sha256 in new_vectors and rec.sha256 not in counted_new:
+            counted_new.add(rec.sha256)
+            summary.new += 1
+        else:
+            summary.reused += 1
+    summary.failures.extend(failures)
+
+    vectors = [new_vectors[r.sha256] if r.sha256 in new_vectors else stored[r.sha256] for r in records]
+    # A known path that is now broken must leave the index.
+    ok_paths = {r.path for r in records}
+    gone = [t.known.image_id for t in batch if t.known is not None and t.known.path not in ok_paths]
+    store.update_index(
+        add_ids=np.asarray(ids, dtype=np.int64),
+        add_vectors=np.stack(vectors).astype(np.float32) if vectors else None,
+        remove_ids=np.asarray(gone, dtype=np.int64),
+    )
+
+
+def _prune(store: Store, root: Path, present: set[str], known: dict[str, KnownFile]) -> int:
+    """Mark images under ``root`` whose files disappeared as missing and drop them from the index."""
+    prefix = str(root) + os.sep
+    missing = [
+        p for p, k in known.items()
+        if p.startswith(prefix) and p not in present and k.status != "missing" and not os.path.exists(p)
+    ]
+    if not missing:
+        return 0
+    ids = store.catalog.mark_missing(missing)
+    store.update_index(remove_ids=np.asarray(ids, dtype=np.int64))
+    return len(ids)

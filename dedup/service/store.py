@@ -1,0 +1,171 @@
+"""A store: one catalog, one derived index and one encoder, opened lazily and kept in step."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dedup.config import StoreConfig
+from dedup.errors import StoreError
+
+if TYPE_CHECKING:  # heavy modules load only when a job needs them
+    from dedup.catalog import Catalog
+    from dedup.embedding.encoder import Encoder
+    from dedup.index.base import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """The parts of one store folder, each loaded on first use.
+
+    The catalog is the source of truth; the FAISS index is derived from it and rebuilt whenever
+    its sidecar (model id, count, catalog generation) disagrees with the catalog.
+    """
+
+    def __init__(self, config: StoreConfig, model_dir: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.model_dir = Path(model_dir) if model_dir else None
+        self._catalog: Catalog | None = None
+        self._encoder: Encoder | None = None
+        self._index: VectorIndex | None = None
+        self._index_generation = -1
+        self._last_save = 0.0
+
+    # -- parts ---------------------------------------------------------------------------------------
+    @property
+    def catalog(self) -> Catalog:
+        """The SQL catalog, migrated to the latest schema on first use."""
+        if self._catalog is None:
+            from dedup.catalog import Catalog
+
+            self.config.root.mkdir(parents=True, exist_ok=True)
+            self._catalog = Catalog(self.config.db_url)
+        return self._catalog
+
+    @property
+    def encoder(self) -> Encoder:
+        """The embedding model (the shipped default unless a model folder was given)."""
+        if self._encoder is None:
+            from dedup.embedding.encoder import load_encoder
+
+            self._encoder = load_encoder(self.model_dir)
+            log.info("model %s (dim %d, threshold %.4f)", self._encoder.model_id, self._encoder.dim,
+                     self._encoder.threshold)
+        return self._encoder
+
+    @property
+    def index(self) -> VectorIndex:
+        """The vector index, in step with the catalog (reloaded or rebuilt when it is stale)."""
+        generation = self.catalog.generation()
+        if self._index is None or generation != self._index_generation:
+            self._index = self._load_or_rebuild(generation)
+            self._index_generation = generation
+        return self._index
+
+    def _load_or_rebuild(self, generation: int) -> VectorIndex:
+        from dedup.index import create_index, load_index
+
+        model_id = self.encoder.model_id
+        loaded = None
+        try:
+            loaded = load_index(self.config.index_dir)
+        except StoreError as exc:
+            log.warning("index unusable, rebuilding from the catalog: %s", exc)
+        if loaded is not None:
+            index, info = loaded
+            if info.model_id == model_id and info.generation == generation and len(index) == info.count:
+                return index
+            log.info(
+                "index is stale (model %s, generation %d; catalog has model %s, generation %d): rebuilding",
+                info.model_id, info.generation, model_id, generation,
+            )
+        ids, vectors = self.catalog.indexed_vectors(model_id)
+        index = create_index(self.encoder.dim)
+        if len(ids):
+            index.add(ids, vectors)
+        self._index, self._index_generation = index, generation
+        self.save_index(force=True)
+        log.info("index rebuilt from the catalog: %d vectors", len(index))
+        return index
+
+    def update_index(
+        self,
+        add_ids: np.ndarray | None = None,
+        add_vectors: np.ndarray | None = None,
+        remove_ids: np.ndarray | None = None,
+    ) -> None:
+        """Apply a catalog write that was just committed to the in-memory index.
+
+        The index then reflects the catalog's current generation; it reaches disk with the next
+        :meth:`save_index`. Call it right after the write, while holding :meth:`write_lock`.
+        """
+        index = self._index if self._index is not None else self.index
+        if remove_ids is not None and len(remove_ids):
+            index.remove(remove_ids)
+        if add_ids is not None and add_vectors is not None and len(add_ids):
+            index.add(add_ids, add_vectors)
+        self._index_generation = self.catalog.generation()
+
+    def save_index(self, force: bool = False, interval_s: float = 0.0) -> None:
+        """Save the index atomically with its sidecar; with ``interval_s``, at most that often."""
+        if self._index is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_save < interval_s:
+            return
+        from dedup.index import IndexInfo, save_index
+
+        info = IndexInfo(
+            model_id=self.encoder.model_id,
+            dim=self.encoder.dim,
+            count=len(self._index),
+            generation=self._index_generation,
+        )
+        save_index(self._index, info, self.config.index_dir)
+        self._last_save = now
+
+    # -- locking ---------------------------------------------------------------------------------------
+    @contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the store's write lock: one writer at a time (another waits, and says so)."""
+        self.config.root.mkdir(parents=True, exist_ok=True)
+        with open(self.config.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("another dedup process is writing to %s; waiting for it", self.config.root)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def embed_paths(self, paths: list[Path]) -> np.ndarray:
+        """Embed image files (decoded with the safe loader); raises ImageError on a bad file."""
+        from dedup.imaging import load_image
+
+        enc = self.encoder
+        images = [load_image(p, target=enc.input_size).image for p in paths]
+        return enc.embed_images(images)
+
+    def close(self) -> None:
+        """Release the catalog's connections."""
+        if self._catalog is not None:
+            self._catalog.close()
+            self._catalog = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
