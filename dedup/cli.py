@@ -44,17 +44,32 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dedup")
-@click.option("--store", type=click.Path(file_okay=False), envvar=ENV_STORE, default=None,
-              help="Store folder (catalog, index, reports). [env DEDUP_STORE; default ./dedup-store]")
-@click.option("--db-url", envvar=ENV_DB_URL, default=None,
-              help="SQLAlchemy URL of the catalog. [env DEDUP_DB_URL; default sqlite in the store]")
-@click.option("--model", type=click.Path(exists=True, file_okay=False), envvar=ENV_MODEL, default=None,
-              help="Model folder to embed with. [env DEDUP_MODEL; default: the shipped model]")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False),
+    envvar=ENV_STORE,
+    default=None,
+    help="Store folder (catalog, index, reports). [env DEDUP_STORE; default ./dedup-store]",
+)
+@click.option(
+    "--db-url",
+    envvar=ENV_DB_URL,
+    default=None,
+    help="SQLAlchemy URL of the catalog. [env DEDUP_DB_URL; default sqlite in the store]",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, file_okay=False),
+    envvar=ENV_MODEL,
+    default=None,
+    help="Model folder to embed with. [env DEDUP_MODEL; default: the shipped model]",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
-def cli(ctx: click.Context, store: str | None, db_url: str | None, model: str | None, verbose: int,
-        quiet: bool) -> None:
+def cli(
+    ctx: click.Context, store: str | None, db_url: str | None, model: str | None, verbose: int, quiet: bool
+) -> None:
     """Find near-duplicate product images: ingest a folder, report duplicates, query similar products.
 
     \b
@@ -97,8 +112,11 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--metadata", type=click.Path(exists=True, dir_okay=False),
-              help="CSV with path or filename, product_id, optional title, category, other attributes.")
+@click.option(
+    "--metadata",
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV with path or filename, product_id, optional title, category, other attributes.",
+)
 @click.option("--prune", is_flag=True, help="Mark images whose files disappeared from FOLDER as missing.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
@@ -130,11 +148,20 @@ def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, f
 
 
 @cli.command()
-@click.option("--threshold", type=click.FloatRange(min=0.0, max=2.0), default=None,
-              help="Duplicate distance threshold (default: the model's calibrated one).")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(min=0.0, max=2.0),
+    default=None,
+    help="Duplicate distance threshold (default: the model's calibrated one).",
+)
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the report here instead of standard output.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the report here instead of standard output.",
+)
 @click.pass_context
 def report(ctx: click.Context, threshold: float | None, fmt: str, output: str | None) -> None:
     """Cluster near-duplicates in the catalog and suggest which copy to keep.
@@ -150,8 +177,10 @@ def report(ctx: click.Context, threshold: float | None, fmt: str, output: str | 
         Path(output).write_text(text, encoding="utf-8")
         s = result["summary"]
         assert isinstance(s, dict)
-        click.echo(f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images -> {output}",
-                   err=True)
+        click.echo(
+            f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images -> {output}",
+            err=True,
+        )
     else:
         click.echo(text, nl=not text.endswith("\n"))
     if result["clusters"]:
@@ -160,10 +189,21 @@ def report(ctx: click.Context, threshold: float | None, fmt: str, output: str | 
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("-k", type=click.IntRange(min=1, max=1000), default=DEFAULT_K, show_default=True,
-              help="Number of results per image.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json prints one JSON object per image per line (JSON Lines).")
+@click.option(
+    "-k",
+    type=click.IntRange(min=1, max=1000),
+    default=DEFAULT_K,
+    show_default=True,
+    help="Number of results per image.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json prints one JSON object per image per line (JSON Lines).",
+)
 @click.pass_context
 def query(ctx: click.Context, images: tuple[str, ...], k: int, fmt: str) -> None:
     """Find the K catalog images most similar to each IMAGE (files or folders)."""
@@ -202,13 +242,24 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
     with _open(ctx) as store:
         r = compare_paths(store, image_a, image_b)
     if fmt == "json":
-        click.echo(json.dumps({"a": r.path_a, "b": r.path_b, "similarity": round(r.similarity, 6),
-                               "distance": round(r.distance, 6), "threshold": r.threshold,
-                               "duplicate": r.duplicate}))
+        click.echo(
+            json.dumps(
+                {
+                    "a": r.path_a,
+                    "b": r.path_b,
+                    "similarity": round(r.similarity, 6),
+                    "distance": round(r.distance, 6),
+                    "threshold": r.threshold,
+                    "duplicate": r.duplicate,
+                }
+            )
+        )
     else:
         verdict = "near-duplicates" if r.duplicate else "different"
-        click.echo(f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): "
-                   f"{verdict}")
+        click.echo(
+            f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): "
+            f"{verdict}"
+        )
 
 
 @cli.command()

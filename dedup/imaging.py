@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from dedup.config import MAX_FILE_BYTES, MAX_PIXELS
 from dedup.errors import ImageError
@@ -118,7 +118,9 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc)
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
-            raise ImageError(name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})") from exc
+            raise ImageError(
+                name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})"
+            ) from exc
         raise ImageError(name, "corrupt", f"the image data is corrupt ({msg or type(exc).__name__})") from exc
     # Original size after orientation: a 90° EXIF rotation swaps the sides.
     ow, oh = (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
@@ -185,7 +187,9 @@ def to_model_input(img: Image.Image, size: int) -> np.ndarray:
         square.paste(img, ((side - w) // 2, (side - h) // 2))
         img = square
     if side != size:
-        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None)
+        img = img.resize(
+            (size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None
+        )
     return np.asarray(img, dtype=np.uint8)
 
 

@@ -7,7 +7,7 @@ STORE=${DEDUP_STORE:-./dedup-store}
 export DEDUP_STORE="$STORE"
 dedup=.venv/bin/dedup
 # Exit 3 means some files failed (catalog_samples/broken/ holds such files on purpose): go on.
-$dedup ingest catalog_samples --metadata catalog_samples/products.csv || [ $? -eq 3 ]
+$dedup ingest catalog_samples/catalog --metadata catalog_samples/catalog/products.csv || [ $? -eq 3 ]
 # Exit 10 means duplicates were found, which is what the samples are for.
 $dedup report --format json -o "$STORE/report.json" || [ $? -eq 10 ]
 $dedup query catalog_samples/queries -k 3

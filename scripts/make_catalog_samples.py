@@ -20,6 +20,7 @@ import random
 import shutil
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,7 @@ def apply_transform(name: str, src: Path, img: Image.Image, dest_stem: Path, rng
     return out
 
 
-def perspective_coeffs(dst: list[tuple[float, float]], src: list[tuple[float, float]]) -> list[float]:
+def perspective_coeffs(dst: Sequence[tuple[float, float]], src: Sequence[tuple[float, float]]) -> list[float]:
     """Coefficients for ``Image.transform(PERSPECTIVE)`` mapping output points ``dst`` to input ``src``."""
     rows, rhs = [], []
     for (x, y), (u, v) in zip(dst, src, strict=True):
@@ -225,9 +226,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("catalog_samples"))
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    rng, out = random.Random(args.seed), args.out
-    for sub in ("products", "duplicates", "variants", "queries", "broken"):
+    # The catalog to ingest lives in <out>/catalog; phone-photo queries beside it in <out>/queries.
+    rng, top = random.Random(args.seed), args.out
+    out = top / "catalog"
+    for sub in ("products", "duplicates", "variants", "broken"):
         shutil.rmtree(out / sub, ignore_errors=True)
+    shutil.rmtree(top / "queries", ignore_errors=True)
 
     pool = stamp_pool()
     rng.shuffle(pool)
@@ -313,7 +317,7 @@ def main() -> None:
     for k, p in enumerate(big):
         bg = Image.open(backgrounds[k // 2]) if k % 2 == 0 and k // 2 < len(backgrounds) else None
         photo = phone_photo(stamps[p], bg or wood((800, 600), rng), rng)
-        save_jpeg(photo, out / "queries" / f"{p.stem}__phone.jpg", quality=85)
+        save_jpeg(photo, top / "queries" / f"{p.stem}__phone.jpg", quality=85)
 
     write_broken(out / "broken", shots[products[-1]][0], rng)
 
@@ -325,8 +329,8 @@ def main() -> None:
         csv.writer(fh).writerows([("path", "group", "kind"), *sorted(truth)])
 
     total = 0
-    for sub in ("products", "duplicates", "variants", "queries", "broken"):
-        files = [f for f in (out / sub).rglob("*") if f.is_file()]
+    for sub in ("catalog/products", "catalog/duplicates", "catalog/variants", "queries", "catalog/broken"):
+        files = [f for f in (top / sub).rglob("*") if f.is_file()]
         size = sum(f.stat().st_size for f in files)
         total += size
         print(f"{sub:11s} {len(files):4d} files {size / 1e6:6.2f} MB")

@@ -93,14 +93,25 @@ def test_matching_and_report_never_import_the_model() -> None:
 def _loaded_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return {line.split(".")[0] for line in out.split()}
 
 
 def test_cli_import_is_light() -> None:
     loaded = _loaded_after("import dedup.cli")
-    heavy = loaded & {"tensorflow", "keras", "faiss", "sqlalchemy", "alembic", "ai_edge_litert", "numpy", "PIL"}
+    heavy = loaded & {
+        "tensorflow",
+        "keras",
+        "faiss",
+        "sqlalchemy",
+        "alembic",
+        "ai_edge_litert",
+        "numpy",
+        "PIL",
+    }
     assert not heavy, f"importing dedup.cli pulled in {sorted(heavy)}"
 
 
@@ -113,6 +124,8 @@ def test_help_does_not_load_heavy_modules() -> None:
 
 
 def test_dedup_help_runs_as_a_command() -> None:
-    result = subprocess.run([sys.executable, "-m", "dedup", "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "dedup", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert "ingest" in result.stdout and "report" in result.stdout and "query" in result.stdout

@@ -19,12 +19,14 @@ def _neighbours(vectors: np.ndarray, ids: np.ndarray, thr: float) -> list[tuple[
 
 def test_chain_does_not_merge_far_ends() -> None:
     # Points on the unit circle; threshold 0.2 ≈ 11.5° of arc.
-    vectors = np.stack([
-        _unit(0),  # id 10: A
-        _unit(10),  # id 11: B, close to A and to C
-        _unit(20),  # id 12: C, close to B, far from A (d ≈ 0.35)
-        _unit(90),  # id 13: alone
-    ])
+    vectors = np.stack(
+        [
+            _unit(0),  # id 10: A
+            _unit(10),  # id 11: B, close to A and to C
+            _unit(20),  # id 12: C, close to B, far from A (d ≈ 0.35)
+            _unit(90),  # id 13: alone
+        ]
+    )
     ids = np.array([10, 11, 12, 13], dtype=np.int64)
     preference = np.array([0, 1, 2, 3])  # A is the best keeper
     clusters = keeper_clusters(ids, vectors, _neighbours(vectors, ids, 0.2), 0.2, preference)

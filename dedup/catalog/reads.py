@@ -60,6 +60,17 @@ def vector_ids(session: Session, sha256s: Iterable[str], model_id: str) -> dict[
     return found
 
 
+def stored_vectors(session: Session, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
+    """The vectors already stored for these contents under ``model_id`` (float32, 1-D), by sha256."""
+    found: dict[str, np.ndarray] = {}
+    for chunk in chunked(list(dict.fromkeys(sha256s))):
+        stmt = select(Vector.sha256, Vector.data, Vector.dim).where(
+            Vector.model_id == model_id, Vector.sha256.in_(chunk)
+        )
+        found.update({sha: decode_vector(data, dim) for sha, data, dim in session.execute(stmt)})
+    return found
+
+
 def indexed_vectors(session: Session, model_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Ids (int64, (n,)) and vectors (float32, (n, dim)) of the ok images under ``model_id``, by id.
 

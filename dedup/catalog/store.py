@@ -94,6 +94,11 @@ class Catalog:
         with self._session() as s:
             return reads.vector_ids(s, sha256s, model_id)
 
+    def stored_vectors(self, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
+        """Vectors already stored for these contents under ``model_id`` (float32, 1-D), by sha256."""
+        with self._session() as s:
+            return reads.stored_vectors(s, sha256s, model_id)
+
     def begin_run(self, root: str, model_id: str) -> int:
         """Record the start of an ingest of ``root``; returns the run id."""
         with self._session(write=True) as s:

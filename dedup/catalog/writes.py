@@ -129,7 +129,8 @@ def write_batch(
 
     rows = _images_by_path(session, [r.path for r in records] + [f.path for f in failures])
     now = utcnow()
-    for path in {r.path for r in records} | {f.path for f in failures}:
+    # New rows are added in input order so their ids (also their index ids) follow it.
+    for path in dict.fromkeys([r.path for r in records] + [f.path for f in failures]):
         if path not in rows:
             rows[path] = Image(path=path, ingested_at=now)
             session.add(rows[path])

@@ -8,7 +8,18 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-CSV_COLUMNS = ("cluster_id", "keep", "path", "product_id", "tier", "distance", "width", "height", "bytes", "sha256")
+CSV_COLUMNS = (
+    "cluster_id",
+    "keep",
+    "path",
+    "product_id",
+    "tier",
+    "distance",
+    "width",
+    "height",
+    "bytes",
+    "sha256",
+)
 
 
 def render_json(report: Mapping[str, Any]) -> str:
@@ -24,10 +35,20 @@ def render_csv(report: Mapping[str, Any]) -> str:
     for cluster in report["clusters"]:
         keep_path = cluster["keep"]["path"]
         for m in cluster["members"]:
-            writer.writerow([
-                cluster["id"], int(m["path"] == keep_path), m["path"], m["product_id"] or "", m["tier"],
-                f"{m['distance']:.6f}", m["width"], m["height"], m["bytes"], m["sha256"],
-            ])
+            writer.writerow(
+                [
+                    cluster["id"],
+                    int(m["path"] == keep_path),
+                    m["path"],
+                    m["product_id"] or "",
+                    m["tier"],
+                    f"{m['distance']:.6f}",
+                    m["width"],
+                    m["height"],
+                    m["bytes"],
+                    m["sha256"],
+                ]
+            )
     return out.getvalue()
 
 

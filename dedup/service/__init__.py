@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 
 from dedup.config import StoreConfig
+from dedup.report import render_report
 from dedup.service.ingest import ingest_folder
 from dedup.service.reporting import build_report
-from dedup.report import render_report
 from dedup.service.search import compare_paths, image_files, query_bytes, query_paths
 from dedup.service.store import Store
 

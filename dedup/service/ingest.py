@@ -108,8 +108,15 @@ def ingest_folder(
             catalog.finish_run(run_id, status, summary.as_dict())
     log.info(
         "ingest %s: seen %d, new %d, changed %d, unchanged %d, reused %d, failed %d, pruned %d (%.1f img/s)",
-        root, summary.seen, summary.new, summary.changed, summary.unchanged, summary.reused,
-        summary.failed, summary.pruned, summary.images_per_second,
+        root,
+        summary.seen,
+        summary.new,
+        summary.changed,
+        summary.unchanged,
+        summary.reused,
+        summary.failed,
+        summary.pruned,
+        summary.images_per_second,
     )
     return summary
 
@@ -166,7 +173,12 @@ def _ingest_batch(
     counted_new: set[str] = set()
     for item, _, rec in good:
         k = item.known
-        if k is not None and k.status == STATUS_OK and k.sha256 == rec.sha256 and k.model_id == encoder.model_id:
+        if (
+            k is not None
+            and k.status == STATUS_OK
+            and k.sha256 == rec.sha256
+            and k.model_id == encoder.model_id
+        ):
             summary.unchanged += 1  # touched (new mtime) but the same content
         elif k is not None and k.status == STATUS_OK:
             summary.changed += 1
@@ -192,7 +204,8 @@ def _prune(store: Store, root: Path, present: set[str], known: dict[str, KnownFi
     """Mark images under ``root`` whose files disappeared as missing and drop them from the index."""
     prefix = str(root) + os.sep
     missing = [
-        p for p, k in known.items()
+        p
+        for p, k in known.items()
         if p.startswith(prefix) and p not in present and k.status != "missing" and not os.path.exists(p)
     ]
     if not missing:

@@ -70,8 +70,12 @@ def build_report(store: Store, threshold: float | None = None) -> dict[str, obje
         ]
         cid = hashlib.sha256(keeper.sha256.encode()).hexdigest()[:16]
         out_clusters.append(
-            {"id": cid, "keep": members[0], "reason": "highest resolution, then largest file, then oldest",
-             "members": members}
+            {
+                "id": cid,
+                "keep": members[0],
+                "reason": "highest resolution, then largest file, then oldest",
+                "members": members,
+            }
         )
     duplicates = sum(len(c.members) - 1 for c in clusters)
     return {

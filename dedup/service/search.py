@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.errors import ImageError
 from dedup.config import IMAGE_EXTENSIONS
+from dedup.errors import ImageError
 from dedup.imaging import decode_bytes, iter_image_files, load_image
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, QueryResult

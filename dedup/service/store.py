@@ -58,8 +58,12 @@ class Store:
             from dedup.embedding.encoder import load_encoder
 
             self._encoder = load_encoder(self.model_dir)
-            log.info("model %s (dim %d, threshold %.4f)", self._encoder.model_id, self._encoder.dim,
-                     self._encoder.threshold)
+            log.info(
+                "model %s (dim %d, threshold %.4f)",
+                self._encoder.model_id,
+                self._encoder.dim,
+                self._encoder.threshold,
+            )
         return self._encoder
 
     @property
@@ -86,7 +90,10 @@ class Store:
                 return index
             log.info(
                 "index is stale (model %s, generation %d; catalog has model %s, generation %d): rebuilding",
-                info.model_id, info.generation, model_id, generation,
+                info.model_id,
+                info.generation,
+                model_id,
+                generation,
             )
         ids, vectors = self.catalog.indexed_vectors(model_id)
         index = create_index(self.encoder.dim)

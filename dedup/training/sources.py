@@ -20,7 +20,7 @@ Split = Literal["train", "holdout", "all"]
 
 def split_of(relative_path: str) -> Literal["train", "holdout"]:
     """The split of one source image, decided by a hash of its path relative to its root."""
-    digest = hashlib.sha1(relative_path.encode("utf-8")).digest()
+    digest = hashlib.sha1(relative_path.encode("utf-8"), usedforsecurity=False).digest()
     return "holdout" if digest[0] % HOLDOUT_EVERY == 0 else "train"
 
 

@@ -1,0 +1,132 @@
+"""Ingest speed and peak memory, against decode-only and imagehash pHash over the same folder.
+
+Each contender runs in its own process (so peak RSS is its own) over the same files, in one run:
+
+    python benchmarks/make_jpegs.py bench-data/jpegs -n 5000
+    python benchmarks/ingest_speed.py bench-data/jpegs
+    python benchmarks/ingest_speed.py catalog_samples/catalog
+
+Prints images/s, wall seconds and peak RSS for each, the ratios against pHash and decode-only,
+and writes the figures as JSON (``--json PATH``, default ``bench-data/ingest_speed.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DECODE_ONLY = """
+import sys, time
+from dedup.config import IMAGE_EXTENSIONS
+from dedup.imaging import iter_image_files, load_image, to_model_input
+from dedup.errors import ImageError
+from concurrent.futures import ThreadPoolExecutor
+import os
+files = iter_image_files(sys.argv[1], IMAGE_EXTENSIONS)
+def work(p):
+    try:
+        to_model_input(load_image(p, target=int(sys.argv[2])).image, int(sys.argv[2]))
+    except ImageError:
+        pass
+with ThreadPoolExecutor(os.cpu_count()) as pool:
+    list(pool.map(work, files))
+print(len(files))
+"""
+
+PHASH = """
+import sys
+import imagehash
+from PIL import Image
+from dedup.config import IMAGE_EXTENSIONS
+from dedup.imaging import iter_image_files
+files = iter_image_files(sys.argv[1], IMAGE_EXTENSIONS)
+n = 0
+for p in files:
+    try:
+        with Image.open(p) as im:
+            imagehash.phash(im)
+        n += 1
+    except Exception:
+        pass
+print(n)
+"""
+
+
+def _run(cmd: list[str]) -> dict[str, float]:
+    """Run a command, return its wall seconds and its own peak RSS in MB (from wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code not in (0, 3):
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        sys.exit(f"{' '.join(cmd)} failed ({code}):\n{err[-2000:]}")
+    return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "ingest_speed.json")
+    parser.add_argument("--size", type=int, default=None, help="model input size (default: the model's)")
+    args = parser.parse_args()
+
+    from dedup.embedding.encoder import load_encoder
+
+    from dedup.config import IMAGE_EXTENSIONS
+    from dedup.imaging import iter_image_files
+
+    n = len(iter_image_files(args.folder, IMAGE_EXTENSIONS))
+    size = args.size or load_encoder().input_size
+    results: dict[str, dict[str, float]] = {}
+    results["phash"] = _run([sys.executable, "-c", PHASH, str(args.folder)])
+    results["decode_only"] = _run([sys.executable, "-c", DECODE_ONLY, str(args.folder), str(size)])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        results["dedup_ingest"] = _run(
+            [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(args.folder)]
+        )
+        results["dedup_ingest_again"] = _run(
+            [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(args.folder)]
+        )
+        shutil.rmtree(store, ignore_errors=True)
+    for r in results.values():
+        r["images_per_s"] = n / r["seconds"]
+    ratios = {
+        "ingest_time_over_phash": results["dedup_ingest"]["seconds"] / results["phash"]["seconds"],
+        "ingest_speed_over_decode_only": results["dedup_ingest"]["images_per_s"]
+        / results["decode_only"]["images_per_s"],
+    }
+    print(
+        f"{n} images in {args.folder} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
+    for name, r in results.items():
+        print(
+            f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['seconds']:7.2f} s  peak RSS ≤ {r['peak_rss_mb']:.0f} MB"
+        )
+    for name, v in ratios.items():
+        print(f"  {name:32s} {v:.2f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({"images": n, "folder": str(args.folder), "results": results, "ratios": ratios}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
