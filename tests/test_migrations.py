@@ -133,3 +133,15 @@ def test_offline_sql(tmp_path: Path, restore_logging: None, capsys: pytest.Captu
     assert "CREATE TABLE images" in sql
     assert "INSERT INTO meta" in sql
     assert not (tmp_path / "never.sqlite").exists()
+
+
+def test_schema_head_constant_is_the_script_head() -> None:
+    """The fast path that skips Alembic on open must name the real head revision."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from dedup.catalog.engine import SCHEMA_HEAD, migrations_dir
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
