@@ -85,7 +85,7 @@ class ImageInfo:
 
 @dataclass
 class IngestSummary:
-    """Counts of one ingest run."""
+    """Counts of one ingest run: ``seen == new + reused + changed + unchanged + failed``."""
 
     seen: int = 0
     new: int = 0  # embedded for the first time (new content)

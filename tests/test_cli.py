@@ -56,7 +56,8 @@ def test_second_cli_ingest_embeds_nothing(cli_store: Path, sample_copy: Path) ->
     )
     payload = json.loads(result.stdout)
     assert payload["new"] == 0 and payload["reused"] == 0 and payload["changed"] == 0
-    assert payload["unchanged"] == payload["seen"]
+    assert payload["unchanged"] + payload["failed"] == payload["seen"]
+    assert payload["failed"] == 6  # the broken files are still reported on every run
 
 
 def test_report_json_and_exit_code(cli_store: Path, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def test_samples_ingest(ingested: tuple[Store, IngestSummary], sample_copy: Path
     exact = list(sample_copy.rglob("*__exact_copy*"))
     assert summary.reused >= len(exact) > 0
     assert summary.new + summary.reused == summary.seen - summary.failed
+    assert summary.new + summary.reused + summary.changed + summary.unchanged + summary.failed == summary.seen
     stats = store.catalog.stats()
     assert stats["images"]["ok"] == summary.seen - summary.failed  # type: ignore[index]
     _index_matches_catalog(store)

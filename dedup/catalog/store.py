@@ -100,8 +100,14 @@ class Catalog:
             return reads.stored_vectors(s, sha256s, model_id)
 
     def begin_run(self, root: str, model_id: str) -> int:
-        """Record the start of an ingest of ``root``; returns the run id."""
+        """Record the start of an ingest of ``root``; returns the run id.
+
+        Call it while holding the store's write lock: any run still marked running then belongs to a
+        process that was killed, and is marked interrupted.
+        """
         with self._session(write=True) as s:
+            for stale in s.scalars(select(IngestRun).where(IngestRun.status == RUN_RUNNING)):
+                stale.status = "interrupted"
             run = IngestRun(root=root, model_id=model_id, status=RUN_RUNNING, counts={}, started_at=utcnow())
             s.add(run)
             s.flush()

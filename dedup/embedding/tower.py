@@ -12,7 +12,10 @@ import keras
 from keras import layers, ops
 
 #: Stage widths and strides after the stem: (filters, stride, repeats).
-DEFAULT_STAGES: tuple[tuple[int, int, int], ...] = ((32, 1, 1), (64, 2, 2), (128, 2, 2), (256, 2, 3), (384, 2, 2))
+DEFAULT_STAGES: tuple[tuple[int, int, int], ...] = ((48, 2, 1), (96, 2, 2), (192, 2, 2), (320, 2, 1))
+#: Block kinds: plain 3×3 convolutions train ~5× faster than depthwise-separable ones with TensorFlow
+#: on CPU (measured 104 vs 21 img/s at 96 px, batch 128, 2 cores), at equal inference speed class.
+BLOCKS = ("conv", "separable")
 
 
 @keras.saving.register_keras_serializable(package="dedup")
@@ -23,7 +26,9 @@ class HorizontalFlip(layers.Layer):
         return ops.flip(x, axis=2)
 
 
-def build_backbone(input_size: int, stages: tuple[tuple[int, int, int], ...], stem: int = 24) -> keras.Model:
+def build_backbone(
+    input_size: int, stages: tuple[tuple[int, int, int], ...], stem: int = 24, block: str = "conv"
+) -> keras.Model:
     """Float input in [-1, 1] → pooled feature vector (global average and max pooling, concatenated)."""
     inp = keras.Input((input_size, input_size, 3), name="pixels")
     x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inp)
@@ -31,7 +36,8 @@ def build_backbone(input_size: int, stages: tuple[tuple[int, int, int], ...], st
     x = layers.ReLU(6.0, name="stem_relu")(x)
     for s, (filters, stride, repeats) in enumerate(stages):
         for r in range(repeats):
-            x = _separable_block(x, filters, stride if r == 0 else 1, f"s{s}b{r}")
+            make = _conv_block if block == "conv" else _separable_block
+            x = make(x, filters, stride if r == 0 else 1, f"s{s}b{r}")
     # Average pooling keeps global colour/texture statistics; max pooling keeps small distinctive parts.
     avg = layers.GlobalAveragePooling2D(name="gap")(x)
     mx = layers.GlobalMaxPooling2D(name="gmp")(x)
@@ -43,21 +49,25 @@ def build_tower(
     dim: int = 128,
     *,
     stages: tuple[tuple[int, int, int], ...] = DEFAULT_STAGES,
-    mirror_invariant: bool = True,
+    block: str = "conv",
+    mirror_invariant: bool = False,
     dropout: float = 0.0,
 ) -> keras.Model:
     """The embedding tower: ``(n, S, S, 3)`` uint8 RGB → ``(n, dim)`` float32 L2-normalised rows.
 
     With ``mirror_invariant`` the pooled features of the image and of its mirror image are summed
     before the projection, so a mirrored copy gets exactly the same embedding; it costs twice the
-    convolutions but frees the network from learning mirror invariance. Colour is kept: nothing
-    here discards channels, so colour variants can stay apart.
+    convolutions in training too (3× slower measured), so the default trains a single-path tower
+    with mirrored positives and makes it exactly invariant afterwards with :func:`mirror_wrap`.
+    Colour is kept: nothing here discards channels, so colour variants can stay apart.
     """
     if input_size < 32 or dim < 8:
         raise ValueError(f"input_size must be ≥ 32 and dim ≥ 8 (got {input_size}, {dim})")
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS} (got {block!r})")
     inp = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(ops.cast(inp, "float32"))
-    backbone = build_backbone(input_size, stages)
+    backbone = build_backbone(input_size, stages, block=block)
     feats = backbone(x)
     if mirror_invariant:
         feats = layers.Add(name="mirror_sum")([feats, backbone(HorizontalFlip(name="mirror")(x))])
@@ -66,6 +76,28 @@ def build_tower(
     emb = layers.Dense(dim, name="project")(feats)
     out = layers.UnitNormalization(axis=-1, name="l2")(emb)
     return keras.Model(inp, out, name=f"tower_{input_size}_{dim}")
+
+
+def mirror_wrap(tower: keras.Model) -> keras.Model:
+    """An exactly mirror-invariant tower: ``normalise(tower(x) + tower(mirror(x)))``, sharing ``tower``'s weights.
+
+    Used at export: the trained tower already maps mirror images close, and the sum makes the
+    distance of a mirrored copy exactly 0 at twice the inference cost.
+    """
+    size = tower.input_shape[1]
+    inp = keras.Input((size, size, 3), dtype="uint8", name="image")
+    both = layers.Add(name="mirror_sum")([tower(inp), tower(HorizontalFlip(name="mirror")(inp))])
+    out = layers.UnitNormalization(axis=-1, name="l2_sym")(both)
+    return keras.Model(inp, out, name=f"{tower.name}_sym")
+
+
+def _conv_block(x: Any, filters: int, stride: int, name: str) -> Any:
+    """3×3 convolution → BN → ReLU6, residual when the shape is kept."""
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn")(y)
+    if stride == 1 and x.shape[-1] == filters:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return layers.ReLU(6.0, name=f"{name}_relu")(y)
 
 
 def _separable_block(x: Any, filters: int, stride: int, name: str) -> Any:

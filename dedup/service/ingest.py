@@ -77,7 +77,6 @@ def ingest_folder(
                     continue
                 if k.status == STATUS_FAILED:
                     # Still the same broken file: report it again without re-reading it.
-                    summary.unchanged += 1
                     if previous_failures is None:
                         previous_failures = {f.path: f for f in catalog.failed_files()}
                     if k.path in previous_failures:
@@ -142,7 +141,7 @@ def _ingest_batch(
     failures: list[FailedFile] = []
     for item, result in zip(batch, decoded, strict=True):
         if isinstance(result, ImageError):
-            log.warning("skipped %s", result.message)
+            log.info("skipped %s", result.message)  # the caller reports failures; no double output
             failures.append(FailedFile(str(item.path), result.kind, result.reason, item.size, item.mtime))
             continue
         record = ImageRecord(

@@ -89,11 +89,11 @@ def load_identities(data_dir: Path | None) -> list[Identity]:
     subdirs = sorted(p for p in data_dir.iterdir() if p.is_dir())
     top_files = [p for p in sorted(data_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     if subdirs and not top_files:
-        ids = []
+        ids: list[Identity] = []
         for d in subdirs:
-            files = tuple(iter_image_files(d, IMAGE_EXTENSIONS))
-            if files:
-                ids.append(Identity(files, group=len(ids)))
+            found = tuple(iter_image_files(d, IMAGE_EXTENSIONS))
+            if found:
+                ids.append(Identity(found, group=len(ids)))
         layout = "one sub-folder per identity"
     else:
         ids = [Identity((p,), group=i) for i, p in enumerate(iter_image_files(data_dir, IMAGE_EXTENSIONS))]
@@ -119,9 +119,7 @@ def add_colour_variants(ids: Sequence[Identity], per_image: int, seed: int) -> l
     return out
 
 
-def build_pool(
-    ids: Sequence[Identity], views: int, size: int, seed: int, workers: int | None = None
-) -> Pool:
+def build_pool(ids: Sequence[Identity], views: int, size: int, seed: int, workers: int | None = None) -> Pool:
     """Make ``views`` model inputs per identity in ``workers`` processes; drops unusable identities.
 
     A colour variant whose source has too little colour, or a file that cannot be decoded, is dropped

@@ -1,8 +1,9 @@
 """Triplet loss with in-batch semi-hard negative mining (Schroff et al. 2015, FaceNet).
 
 For each anchor–positive pair (same id, label 1) the negative is the closest one that is still
-farther than the positive (semi-hard); if none is, the farthest negative... no: the hardest one
-below the margin band is used. Loss: ``max(0, d(a,p) − d(a,n) + margin)``.
+farther than the positive (semi-hard); if there is none, the farthest negative is used (a gentle
+gradient rather than the collapse hardest-negative mining can cause). Loss:
+``max(0, d(a,p) − d(a,n) + margin)``, averaged over anchor–positive pairs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Threshold calibration and pair metrics on validation embeddings (pure numpy)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dedup.training.data import ALL_KINDS, Pool
+
+
+def threshold_at_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.99) -> float:
+    """The largest distance ``t`` whose pairs ``d ≤ t`` have precision ≥ ``target``.
+
+    ``pos`` are distances of duplicate pairs (label 1), ``neg`` of other pairs. Returns 0.0 if no
+    distance reaches the target.
+    """
+    d = np.concatenate([pos, neg]).astype(np.float64)
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    order = np.argsort(d, kind="stable")
+    d, y = d[order], y[order]
+    tp = np.cumsum(y)
+    precision = tp / np.arange(1, len(d) + 1)
+    # Only cut between distinct distances: ties go in together.
+    last_of_tie = np.r_[d[1:] != d[:-1], True]
+    ok = np.flatnonzero((precision >= target) & last_of_tie)
+    return float(d[ok[-1]]) if len(ok) else 0.0
+
+
+def pair_distances(emb: np.ndarray, pool: Pool, index: np.ndarray, seed: int) -> dict[str, Any]:
+    """Positive and negative pair distances of validation identities, by kind.
+
+    ``emb`` is ``(n_index, V, dim)`` for the identities ``index`` of ``pool``. Positives: the clean
+    view against each transformed view (named by its transform) and two transformed views against
+    each other (``view_pair``). Negatives: views of different designs (``other``) and an original
+    against its colour variant (``colour_variant``).
+    """
+    rng = np.random.default_rng(seed)
+    n, v, _ = emb.shape
+    kinds = pool.kinds[index]
+    groups = pool.groups[index]
+    pos: dict[str, list[float]] = {}
+    for i in range(n):
+        for j in range(1, v):
+            name = ALL_KINDS[int(kinds[i, j])]
+            pos.setdefault(name, []).append(float(np.linalg.norm(emb[i, 0] - emb[i, j])))
+        a, b = rng.choice(np.arange(1, v), 2, replace=False)
+        pos.setdefault("view_pair", []).append(float(np.linalg.norm(emb[i, a] - emb[i, b])))
+    n_pos = sum(len(x) for x in pos.values())
+    other: list[float] = []
+    while len(other) < n_pos:
+        i, j = rng.integers(0, n, 2)
+        if groups[i] != groups[j]:
+            a, b = rng.integers(0, v, 2)
+            other.append(float(np.linalg.norm(emb[i, a] - emb[j, b])))
+    variant: list[float] = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if groups[i] == groups[j]:
+                variant.append(float(np.linalg.norm(emb[i, 0] - emb[j, 0])))
+                for _ in range(4):
+                    a, b = rng.integers(0, v, 2)
+                    variant.append(float(np.linalg.norm(emb[i, a] - emb[j, b])))
+    return {
+        "positive": {k: np.array(x) for k, x in pos.items()},
+        "other": np.array(other),
+        "colour_variant": np.array(variant),
+    }
+
+
+def calibrate(emb: np.ndarray, pool: Pool, index: np.ndarray, target: float = 0.99, seed: int = 0) -> dict[str, Any]:
+    """Threshold at ``target`` precision and the metrics at it, overall and per transform kind."""
+    pairs = pair_distances(emb, pool, index, seed)
+    pos_all = np.concatenate(list(pairs["positive"].values()))
+    neg_all = np.concatenate([pairs["other"], pairs["colour_variant"]])
+    t = threshold_at_precision(pos_all, neg_all, target)
+    tp = int((pos_all <= t).sum())
+    fp = int((neg_all <= t).sum())
+    metrics: dict[str, Any] = {
+        "target_precision": target,
+        "threshold": round(t, 4),
+        "precision": round(tp / max(tp + fp, 1), 4),
+        "recall": round(tp / max(len(pos_all), 1), 4),
+        "positives": int(len(pos_all)),
+        "negatives": int(len(neg_all)),
+        "recall_by_kind": {k: round(float((x <= t).mean()), 4) for k, x in sorted(pairs["positive"].items())},
+        "false_positive_rate": {
+            "other": round(float((pairs["other"] <= t).mean()), 5),
+            "colour_variant": round(float((pairs["colour_variant"] <= t).mean()), 5)
+            if len(pairs["colour_variant"])
+            else None,
+        },
+        "median_distance": {
+            "positive": round(float(np.median(pos_all)), 4),
+            "other": round(float(np.median(pairs["other"])), 4),
+            "colour_variant": round(float(np.median(pairs["colour_variant"])), 4)
+            if len(pairs["colour_variant"])
+            else None,
+        },
+    }
+    metrics["phone_top1"] = _phone_top1(emb, pool, index)
+    return metrics
+
+
+def _phone_top1(emb: np.ndarray, pool: Pool, index: np.ndarray) -> float | None:
+    """Share of phone-photo views whose nearest clean catalog view is their own identity."""
+    phone = ALL_KINDS.index("phone")
+    kinds = pool.kinds[index]
+    catalog = emb[:, 0]  # (n, dim)
+    hits, total = 0, 0
+    for i, j in zip(*np.nonzero(kinds == phone), strict=True):
+        d = np.linalg.norm(catalog - emb[i, j], axis=1)
+        hits += int(np.argmin(d) == i)
+        total += 1
+    return round(hits / total, 4) if total else None

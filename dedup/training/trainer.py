@@ -1,0 +1,242 @@
+"""Train a tower end to end: data → fit → calibrate → export → model card.
+
+:func:`train_model` is the one entry point (``dedup train`` and ``scripts/train_default.py`` call it).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup.errors import ConfigError
+from dedup.training import data as data_mod
+
+log = logging.getLogger(__name__)
+
+
+def train_model(
+    data_dir: Path | None,
+    out_dir: Path,
+    *,
+    input_size: int = 96,
+    dim: int = 128,
+    loss: str = "infonce",
+    temperature: float = 0.1,
+    margin: float | None = None,
+    steps: int = 3000,
+    steps_per_epoch: int = 50,
+    minutes: float | None = None,
+    batch_size: int = 128,
+    learning_rate: float = 2e-3,
+    views: int = 16,
+    colour_variants: int = 1,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    patience: int = 12,
+    quantisation: str = "float16",
+    init: Path | None = None,
+    from_model: Path | None = None,
+    command: str | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Train a tower and write a model folder to ``out_dir``; returns the model card.
+
+    ``data_dir`` None means the tuxpaint training split; otherwise a folder in one of the layouts of
+    :mod:`dedup.training.data`. Training stops after ``steps`` steps, after ``minutes`` of fitting
+    (the pool of augmented views is made before and not counted), or when validation loss has not
+    improved for ``patience`` epochs; the weights of the best validation loss are kept. ``batch_size``
+    counts images (two views per identity). ``init`` is a ``.weights.h5`` file of the same tower to
+    start from; ``from_model`` a model folder whose ``tower.keras`` is fine-tuned (its single-path inner tower).
+    """
+    if batch_size < 8 or batch_size % 2:
+        raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
+    if not 0.0 <= val_fraction < 0.5:
+        raise ConfigError(f"val_fraction must be in [0, 0.5) (got {val_fraction})")
+    import keras
+
+    from dedup.embedding.export import export_tflite
+    from dedup.embedding.losses import get_loss
+    from dedup.embedding.siamese import SiameseModel
+    from dedup.embedding.tower import build_tower, mirror_wrap
+    from dedup.training.calibrate import calibrate
+    from dedup.training.callbacks import BudgetSchedule, plot_curves
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    loss_kwargs: dict[str, Any] = {"temperature": temperature} if loss == "infonce" else {}
+    if loss != "infonce" and margin is not None:
+        loss_kwargs["margin"] = margin
+    try:
+        loss_fn = get_loss(loss, **loss_kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    ids = data_mod.load_identities(data_dir)
+    n_sources = len(ids)
+    ids = data_mod.add_colour_variants(ids, colour_variants, seed)
+    t0 = time.time()
+    pool = data_mod.build_pool(ids, views, input_size, seed, workers=workers)
+    pool_seconds = time.time() - t0
+    log.info("pool: %d identities × %d views in %.0f s", len(pool), views, pool_seconds)
+    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    p = batch_size // 2
+    sampler = data_mod.BatchSampler(pool, train_idx, p, seed)
+    validation = None
+    if len(val_idx) >= 2:
+        vs = data_mod.BatchSampler(pool, val_idx, min(p, len(val_idx)), seed + 1)
+        batches = [vs.sample() for _ in range(max(2, min(8, 4 * len(val_idx) // p)))]
+        validation = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+        val_batch = len(batches[0][1])
+
+    def batches_forever() -> Any:
+        while True:
+            yield sampler.sample()
+
+    if from_model is not None:
+        tower = _trainable_tower(keras.models.load_model(from_model / "tower.keras", compile=False))
+    else:
+        tower = build_tower(input_size, dim)
+    if init is not None:
+        tower.load_weights(init)
+    model = SiameseModel(tower, loss_fn)
+    model(np.zeros((1, input_size, input_size, 3), np.uint8))  # build, so checkpoints can save weights
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=True)
+
+    with tempfile.TemporaryDirectory(prefix="dedup-train-") as tmp:
+        best = Path(tmp) / "best.weights.h5"
+        budget = BudgetSchedule(learning_rate, steps, minutes)
+        monitor = "val_loss" if validation is not None else "loss"
+        callbacks = [
+            budget,
+            keras.callbacks.ModelCheckpoint(best, monitor=monitor, save_best_only=True, save_weights_only=True),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience),
+        ]
+        fit_start = time.time()
+        hist = model.fit(
+            batches_forever(),
+            steps_per_epoch=steps_per_epoch,
+            epochs=max(1, -(-steps // steps_per_epoch)),
+            validation_data=validation,
+            validation_batch_size=val_batch if validation is not None else None,
+            callbacks=callbacks,
+            shuffle=False,  # batches are sampled at random already
+            verbose=2,
+        )
+        fit_seconds = time.time() - fit_start
+        if best.is_file():
+            model.load_weights(best)
+    history = {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sym = mirror_wrap(tower)
+    eval_idx = val_idx if len(val_idx) >= 2 else train_idx
+    emb = _embed_pool(sym, pool.views[eval_idx])
+    metrics = calibrate(emb, pool, eval_idx, target=0.99, seed=seed)
+    if len(val_idx) < 2:
+        log.warning("no validation split: the threshold is calibrated on training identities")
+    sym.save(out_dir / "tower.keras")
+    tflite_name = f"tower_{quantisation}.tflite"
+    export_tflite(sym, out_dir / tflite_name, quantisation)
+    curves = plot_curves(history, out_dir / "curves.png")
+
+    n_train_id = int(len(train_idx))
+    card: dict[str, Any] = {
+        "model_name": f"tower-{input_size}px-{dim}d",
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": {
+            "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",
+            "source_identities": n_sources,
+            "identities_with_colour_variants": len(pool),
+            "colour_variant_identities": int(pool.variant.sum()),
+            "train_identities": n_train_id,
+            "val_identities": int(len(val_idx)),
+            "views_per_identity": views,
+            "pool_seconds": round(pool_seconds, 1),
+        },
+        "architecture": {
+            "tower": "plain 3x3 conv residual stages, BN, ReLU6, global avg+max pooling, dense, L2",
+            "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference",
+            "params": int(tower.count_params()),
+        },
+        "input_size": input_size,
+        "dim": dim,
+        "loss": loss_fn.config(),
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": learning_rate,
+            "schedule": "warm-up + cosine over the step or time budget",
+            "batch_size": batch_size,
+            "steps": budget.step,
+            "epochs": len(history.get("loss", [])),
+            "minutes_budget": minutes,
+            "stopped_by_budget": budget.stopped_by_budget,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.time() - started, 1),
+            "seed": seed,
+            "history": history,
+        },
+        "validation": metrics,
+        "threshold": metrics["threshold"],
+        "distance": "euclidean on the unit sphere",
+        "software": _versions(),
+        "command": command or " ".join(sys.argv),
+        "runtime": {"quantisation": quantisation},
+        "files": {
+            "tflite": tflite_name,
+            "keras": "tower.keras",
+            "curves": curves.name if curves else None,
+        },
+    }
+    from dedup.embedding.card import write_card
+
+    write_card(out_dir, card)
+    log.info("model written to %s: threshold %.4f, val %s", out_dir, metrics["threshold"], metrics)
+    return card
+
+
+def _trainable_tower(model: Any) -> Any:
+    """The single-path tower inside a saved mirror-wrapped tower (or the model itself if it is not wrapped)."""
+    import keras
+
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return inner[0] if model.name.endswith("_sym") and len(inner) == 1 else model
+
+
+def _embed_pool(model: Any, views: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Embeddings ``(n, V, dim)`` of pool views ``(n, V, S, S, 3)``."""
+    n, v = views.shape[:2]
+    flat = views.reshape(n * v, *views.shape[2:])
+    out = [np.asarray(model(flat[i : i + batch], training=False)) for i in range(0, len(flat), batch)]
+    return np.concatenate(out).reshape(n, v, -1)
+
+
+def _versions() -> dict[str, str]:
+    import keras
+    import PIL
+    import tensorflow as tf
+
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy the files a model card names (and the card) from ``src`` to ``dst``."""
+    from dedup.embedding.card import CARD_NAME, read_card
+
+    card = read_card(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in [CARD_NAME, *[f for f in card["files"].values() if f]]:
+        shutil.copy2(src / name, dst / name)
