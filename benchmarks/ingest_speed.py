@@ -79,9 +79,7 @@ def _run(cmd: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "ingest_speed.json")
     parser.add_argument("--size", type=int, default=None, help="model input size (default: the model's)")
@@ -113,9 +111,7 @@ def main() -> None:
         "ingest_speed_over_decode_only": results["dedup_ingest"]["images_per_s"]
         / results["decode_only"]["images_per_s"],
     }
-    print(
-        f"{n} images in {args.folder} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    )
+    print(f"{n} images in {args.folder} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
     for name, r in results.items():
         print(
             f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['seconds']:7.2f} s  peak RSS ≤ {r['peak_rss_mb']:.0f} MB"

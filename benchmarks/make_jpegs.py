@@ -101,8 +101,9 @@ def make_one(i: int) -> int:
     for _ in range(rng.integers(1, 5)):
         stamp = stamps[rng.integers(len(stamps))]
         scale = rng.uniform(0.2, 0.7) * h / max(stamp.size)
-        stamp = stamp.resize((max(1, int(stamp.width * scale)), max(1, int(stamp.height * scale))),
-                             Image.Resampling.BILINEAR)
+        stamp = stamp.resize(
+            (max(1, int(stamp.width * scale)), max(1, int(stamp.height * scale))), Image.Resampling.BILINEAR
+        )
         if rng.random() < 0.4:
             stamp = stamp.rotate(float(rng.uniform(-25, 25)), Image.Resampling.BILINEAR, expand=True)
         x = int(rng.integers(-stamp.width // 4, max(1, w - stamp.width * 3 // 4)))
@@ -131,8 +132,10 @@ def main() -> None:
     with Pool(args.workers, initializer=_init, initargs=init_args) as pool:
         total = sum(pool.imap_unordered(make_one, range(args.n), chunksize=16))
     secs = time.perf_counter() - start
-    print(f"{args.n} JPEGs in {args.out_dir}: {total / 1e6:.1f} MB "
-          f"(mean {total / max(1, args.n) / 1e3:.0f} KB) in {secs:.1f} s")
+    print(
+        f"{args.n} JPEGs in {args.out_dir}: {total / 1e6:.1f} MB "
+        f"(mean {total / max(1, args.n) / 1e3:.0f} KB) in {secs:.1f} s"
+    )
 
 
 if __name__ == "__main__":

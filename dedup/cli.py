@@ -256,10 +256,7 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
         )
     else:
         verdict = "near-duplicates" if r.duplicate else "different"
-        click.echo(
-            f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): "
-            f"{verdict}"
-        )
+        click.echo(f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): {verdict}")
 
 
 @cli.command()
@@ -281,6 +278,63 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
         click.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
     for f in failures:
         click.echo(f"failed: {f.path}: {f.reason}")
+
+
+@cli.command()
+@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Training time budget.")
+@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True, help="Training steps (at most).")
+@click.option("--loss", type=click.Choice(["infonce", "contrastive", "triplet"]), default="infonce", show_default=True)
+@click.option("--dim", type=click.Choice(["64", "128", "256"]), default="128", show_default=True)
+@click.option("--input-size", type=click.IntRange(min=32, max=512), default=96, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
+@click.option("--from", "from_model", default=None, help="Fine-tune from a model folder, or 'default'.")
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Start the backbone from a local pretrained weights file.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(
+    data_dir: str | None,
+    out_dir: str,
+    minutes: float | None,
+    steps: int,
+    loss: str,
+    dim: str,
+    input_size: int,
+    batch_size: int,
+    from_model: str | None,
+    init: str | None,
+    seed: int,
+) -> None:
+    """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
+
+    DATA_DIR is a folder of images (two random duplicate-making transforms of one image are a positive
+    pair) or one sub-folder per product (shots of the same product are positives).
+    """
+    from dedup.service.training import train as run_training
+
+    card = run_training(
+        data_dir,
+        out_dir,
+        from_model=from_model,
+        minutes=minutes,
+        steps=steps,
+        loss=loss,
+        dim=int(dim),
+        input_size=input_size,
+        batch_size=batch_size,
+        init=Path(init) if init else None,
+        seed=seed,
+        command="dedup " + " ".join(sys.argv[1:]),
+    )
+    click.echo(
+        f"model written to {out_dir}: threshold {card.get('threshold')}, "
+        f"validation {json.dumps(card.get('validation', {}), default=str)[:300]}"
+    )
 
 
 def main() -> None:

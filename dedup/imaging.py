@@ -61,9 +61,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> 
         raise ImageError(p, "io", f"cannot read the file: {exc.strerror or exc}") from exc
 
 
-def load_image(
-    path: str | os.PathLike[str], target: int | None = None, max_pixels: int = MAX_PIXELS
-) -> LoadedImage:
+def load_image(path: str | os.PathLike[str], target: int | None = None, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Read and decode an image file; see :func:`decode_bytes`."""
     data = read_file(path)
     return decode_bytes(data, str(path), target=target, max_pixels=max_pixels)
@@ -118,9 +116,7 @@ def decode_bytes(
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc)
         if "truncated" in msg.lower() or isinstance(exc, EOFError):
-            raise ImageError(
-                name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})"
-            ) from exc
+            raise ImageError(name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})") from exc
         raise ImageError(name, "corrupt", f"the image data is corrupt ({msg or type(exc).__name__})") from exc
     # Original size after orientation: a 90° EXIF rotation swaps the sides.
     ow, oh = (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
@@ -187,9 +183,7 @@ def to_model_input(img: Image.Image, size: int) -> np.ndarray:
         square.paste(img, ((side - w) // 2, (side - h) // 2))
         img = square
     if side != size:
-        img = img.resize(
-            (size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None
-        )
+        img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None)
     return np.asarray(img, dtype=np.uint8)
 
 

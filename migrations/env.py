@@ -27,9 +27,7 @@ def _url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DEDUP_DB_URL")
     url = url or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise RuntimeError(
-            "no database URL: pass -x url=..., set DEDUP_DB_URL or sqlalchemy.url in alembic.ini"
-        )
+        raise RuntimeError("no database URL: pass -x url=..., set DEDUP_DB_URL or sqlalchemy.url in alembic.ini")
     return url
 
 

@@ -31,8 +31,19 @@ from dedup.training.sources import tuxpaint_images
 STAMPS = Path("/usr/share/tuxpaint/stamps")
 FONT = Path("/usr/share/tuxpaint/fonts/FreeSansBold.ttf")
 N_PRODUCTS, N_GROUPS, N_VARIANTS, N_QUERIES = 117, 25, 5, 8
-TRANSFORMS = ("reencode_q40", "resize_50", "crop_90", "pad", "watermark", "hflip",
-              "rotate_3", "tint", "png", "exact_copy", "bright")
+TRANSFORMS = (
+    "reencode_q40",
+    "resize_50",
+    "crop_90",
+    "pad",
+    "watermark",
+    "hflip",
+    "rotate_3",
+    "tint",
+    "png",
+    "exact_copy",
+    "bright",
+)
 HUES = {"red": 0, "orange": 30, "yellow": 55, "green": 120, "teal": 175, "blue": 220, "purple": 280}
 BRANDS = ("Acme", "Northwind", "Bluebird", "Kestrel & Co", "Lumen", "Oakridge", "Pico", "Tundra")
 SELLERS = ("MegaMart", "ShopFast", "BargainHub", "DealDepot")
@@ -177,10 +188,13 @@ def phone_photo(stamp: Image.Image, background: Image.Image, rng: random.Random)
     scene.alpha_composite(item, (x, y))
     corners = [(0, 0), (W, 0), (W, H), (0, H)]  # each moved inwards: a slanted view, no empty edges
     inward = [(1, 1), (-1, 1), (-1, -1), (1, -1)]
-    src = [(cx + sx * rng.uniform(0, 70), cy + sy * rng.uniform(0, 50))
-           for (cx, cy), (sx, sy) in zip(corners, inward, strict=True)]
-    img = scene.convert("RGB").transform((W, H), Image.Transform.PERSPECTIVE,
-                                         perspective_coeffs(corners, src), Image.Resampling.BICUBIC)
+    src = [
+        (cx + sx * rng.uniform(0, 70), cy + sy * rng.uniform(0, 50))
+        for (cx, cy), (sx, sy) in zip(corners, inward, strict=True)
+    ]
+    img = scene.convert("RGB").transform(
+        (W, H), Image.Transform.PERSPECTIVE, perspective_coeffs(corners, src), Image.Resampling.BICUBIC
+    )
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
     lx, ly = rng.uniform(0, W), rng.uniform(0, H)
     light = 1.15 - 0.45 * np.hypot(xx - lx, yy - ly) / np.hypot(W, H)
@@ -199,9 +213,9 @@ def png_with_header(width: int, height: int, idat: bytes | None = None) -> bytes
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     if idat is not None:
         i = data.find(b"IDAT")
-        n = struct.unpack(">I", data[i - 4:i])[0]
-        data[i + 4:i + 4 + n] = idat[:n].ljust(n, b"\x00")
-        data[i + 4 + n:i + 8 + n] = struct.pack(">I", zlib.crc32(bytes(data[i:i + 4 + n])))
+        n = struct.unpack(">I", data[i - 4 : i])[0]
+        data[i + 4 : i + 4 + n] = idat[:n].ljust(n, b"\x00")
+        data[i + 4 + n : i + 8 + n] = struct.pack(">I", zlib.crc32(bytes(data[i : i + 4 + n])))
     return bytes(data)
 
 
@@ -243,14 +257,30 @@ def main() -> None:
     truth: list[tuple[str, str, str]] = []
     sku = iter(range(1, 100_000))
 
-    def add(path: Path, stem: str, category: str, kind: str, group: str, pid: str | None = None,
-            title: str | None = None, brand: str | None = None) -> str:
+    def add(
+        path: Path,
+        stem: str,
+        category: str,
+        kind: str,
+        group: str,
+        pid: str | None = None,
+        title: str | None = None,
+        brand: str | None = None,
+    ) -> str:
         pid = pid or f"SKU-{next(sku):05d}"
         digest = int(hashlib.sha1(stem.encode()).hexdigest(), 16)
         rel = path.relative_to(out).as_posix()
         price = f"{4.99 + digest % 9000 / 100:.2f}"
-        rows.append({"path": rel, "product_id": pid, "title": title or humanise(stem), "category": category,
-                     "brand": brand or BRANDS[digest % len(BRANDS)], "price": price})
+        rows.append(
+            {
+                "path": rel,
+                "product_id": pid,
+                "title": title or humanise(stem),
+                "category": category,
+                "brand": brand or BRANDS[digest % len(BRANDS)],
+                "price": price,
+            }
+        )
         truth.append((rel, group, kind))
         return pid
 
@@ -295,8 +325,15 @@ def main() -> None:
             path = apply_transform(name, dest, img, out / "duplicates" / stem, rng)
             copies += 1
             other = copies % 3 == 0
-            add(path, stem, category, name, stem, pid=None if other else pid,
-                brand=rng.choice(SELLERS) if other else None)
+            add(
+                path,
+                stem,
+                category,
+                name,
+                stem,
+                pid=None if other else pid,
+                brand=rng.choice(SELLERS) if other else None,
+            )
 
     # Colour variants: strongly hue-shifted colourful stamps, each its own SKU and group.
     colourful = [p for p in products[N_GROUPS:] if dominant_hue(stamps[p])[0] > 0.4][:N_VARIANTS]
@@ -308,8 +345,14 @@ def main() -> None:
         used.add(colour)
         dest = out / "variants" / f"{p.stem}__variant_{colour}.jpg"
         save_jpeg(product_shot(hue_shift(stamps[p], HUES[colour]), grey=False), dest)
-        add(dest, p.stem, p.relative_to(STAMPS).parts[0], f"variant_{colour}", f"{p.stem}__variant_{colour}",
-            title=f"{humanise(p.stem)} ({colour.title()})")
+        add(
+            dest,
+            p.stem,
+            p.relative_to(STAMPS).parts[0],
+            f"variant_{colour}",
+            f"{p.stem}__variant_{colour}",
+            title=f"{humanise(p.stem)} ({colour.title()})",
+        )
 
     # Phone-photo queries (not in products.csv or truth.csv: the stem in the name is the answer).
     backgrounds = [p for p in tuxpaint_images("holdout") if p.parent.name == "templates"]

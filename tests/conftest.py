@@ -26,9 +26,7 @@ def sample_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ingested(
-    tmp_path_factory: pytest.TempPathFactory, sample_copy: Path
-) -> Iterator[tuple[Store, IngestSummary]]:
+def ingested(tmp_path_factory: pytest.TempPathFactory, sample_copy: Path) -> Iterator[tuple[Store, IngestSummary]]:
     """One store holding the ingested samples, shared by read-only tests."""
     store = open_store(tmp_path_factory.mktemp("store"))
     summary = ingest_folder(store, sample_copy, metadata=sample_copy / "products.csv")

@@ -84,9 +84,7 @@ def test_write_batch_round_trip(catalog: Catalog) -> None:
 
 
 def test_same_content_under_new_path_reuses_the_vector(catalog: Catalog) -> None:
-    first = catalog.write_batch(
-        [record("/a/red.jpg", "sha-red")], {"sha-red": VECTORS["sha-red"]}, [], MODEL, None
-    )
+    first = catalog.write_batch([record("/a/red.jpg", "sha-red")], {"sha-red": VECTORS["sha-red"]}, [], MODEL, None)
     assert catalog.vector_ids_for(["sha-red", "sha-blue"], MODEL).keys() == {"sha-red"}
     stored = catalog.stored_vectors(["sha-red", "sha-blue"], MODEL)
     assert stored.keys() == {"sha-red"} and stored["sha-red"].tobytes() == VECTORS["sha-red"].tobytes()
@@ -121,9 +119,7 @@ def test_same_path_is_updated_not_duplicated(catalog: Catalog) -> None:
 
 def test_failures_are_recorded_and_leave_the_index(catalog: Catalog) -> None:
     (ok_id,) = catalog.write_batch([record("/img/good.jpg", "sha-red")], VECTORS, [], MODEL, None)
-    broken = FailedFile(
-        "/img/broken.jpg", kind="truncated", reason="image file is truncated", bytes=12, mtime=5.0
-    )
+    broken = FailedFile("/img/broken.jpg", kind="truncated", reason="image file is truncated", bytes=12, mtime=5.0)
     catalog.write_batch([], {}, [broken], MODEL, None)
 
     assert catalog.failed_files() == [broken]
@@ -267,9 +263,7 @@ def test_runs_and_stats(catalog: Catalog) -> None:
     assert stats["generation"] == 2
     last = stats["last_run"]
     assert isinstance(last, dict)
-    assert (
-        last["id"] == run_id and last["status"] == "finished" and last["counts"] == {"seen": 3, "failed": 1}
-    )
+    assert last["id"] == run_id and last["status"] == "finished" and last["counts"] == {"seen": 3, "failed": 1}
     assert last["finished_at"] is not None and str(last["finished_at"]).endswith("+00:00")
 
     with pytest.raises(ValueError, match="run status"):

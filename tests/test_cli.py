@@ -51,9 +51,7 @@ def test_stats_lists_failed_files(cli_store: Path) -> None:
 
 
 def test_second_cli_ingest_embeds_nothing(cli_store: Path, sample_copy: Path) -> None:
-    result = CliRunner().invoke(
-        cli, ["--store", str(cli_store), "ingest", str(sample_copy), "--format", "json"]
-    )
+    result = CliRunner().invoke(cli, ["--store", str(cli_store), "ingest", str(sample_copy), "--format", "json"])
     payload = json.loads(result.stdout)
     assert payload["new"] == 0 and payload["reused"] == 0 and payload["changed"] == 0
     assert payload["unchanged"] + payload["failed"] == payload["seen"]
@@ -115,9 +113,7 @@ def test_bad_metadata_csv(tmp_path: Path) -> None:
     _make_images(folder, 1)
     bad = tmp_path / "m.csv"
     bad.write_text("name,sku\nx,1\n")
-    result = CliRunner().invoke(
-        cli, ["--store", str(tmp_path / "s"), "ingest", str(folder), "--metadata", str(bad)]
-    )
+    result = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "ingest", str(folder), "--metadata", str(bad)])
     assert result.exit_code == EXIT_INPUT
     assert "product_id" in result.stderr
 

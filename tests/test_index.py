@@ -44,9 +44,7 @@ def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def assert_knn_match(
-    reference: VectorIndex, queries: np.ndarray, d_new: np.ndarray, i_new: np.ndarray, k: int
-) -> None:
+def assert_knn_match(reference: VectorIndex, queries: np.ndarray, d_new: np.ndarray, i_new: np.ndarray, k: int) -> None:
     """FAISS's kNN answer equals the reference's, allowing for ties.
 
     After the idea of faiss contrib/evaluation.py ``check_ref_knn_with_draws``: distances must
@@ -347,7 +345,5 @@ def test_index_info_json() -> None:
 def test_importing_dedup_index_does_not_import_faiss() -> None:
     code = "import sys, dedup.index; print('faiss' in sys.modules)"
     repo_root = Path(__file__).resolve().parents[1]  # so the checkout is importable without installing
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root)
     assert out.stdout.strip() == "False"

@@ -26,9 +26,7 @@ def _make_images(folder: Path, n: int, seed: int = 0, size: int = 160) -> list[P
         for _ in range(4):
             x0, y0 = rng.integers(0, size - 40, 2)
             w, h = rng.integers(20, 60, 2)
-            img.paste(
-                tuple(int(c) for c in rng.integers(0, 255, 3)), (int(x0), int(y0), int(x0 + w), int(y0 + h))
-            )
+            img.paste(tuple(int(c) for c in rng.integers(0, 255, 3)), (int(x0), int(y0), int(x0 + w), int(y0 + h)))
         p = folder / f"img_{i:04d}.jpg"
         img.save(p, quality=90)
         paths.append(p)

@@ -54,9 +54,7 @@ def _assert_schema(url: str) -> None:
             assert conn.scalar(text("SELECT version_num FROM alembic_version")) == _head()
             # The index generation starts at 0 so a fresh index sidecar can match it.
             assert conn.scalar(text("SELECT value FROM meta WHERE key = 'generation'")) == "0"
-            diff = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
-            )
+            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
     finally:
         engine.dispose()
@@ -96,9 +94,7 @@ def test_upgrade_from_command_line(tmp_path: Path) -> None:
     _assert_schema(url)
     # `-x url=` wins over the environment; `alembic check` fails when models and revisions disagree.
     env["DEDUP_DB_URL"] = f"sqlite:///{tmp_path / 'not-this-one.sqlite'}"
-    checked = subprocess.run(
-        [*args, "-x", f"url={url}", "check"], cwd=REPO, env=env, capture_output=True, text=True
-    )
+    checked = subprocess.run([*args, "-x", f"url={url}", "check"], cwd=REPO, env=env, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     assert not (tmp_path / "not-this-one.sqlite").exists()
 

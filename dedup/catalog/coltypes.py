@@ -29,11 +29,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         # Naive values are taken as UTC already: converting them from local time would shift them.
-        value = (
-            value.replace(tzinfo=dt.timezone.utc)
-            if value.tzinfo is None
-            else value.astimezone(dt.timezone.utc)
-        )
+        value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
         # SQLite would store the offset as text and compare strings badly; keep it naive there.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

@@ -115,12 +115,7 @@ def open_engine(url: str) -> Engine:
         raise StoreError(f"cannot open catalog {url}: not a database URL ({exc})") from exc
     shown = safe_url(parsed)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    if (
-        is_sqlite
-        and parsed.database
-        and parsed.database != ":memory:"
-        and not parsed.database.startswith("file:")
-    ):
+    if is_sqlite and parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
         try:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

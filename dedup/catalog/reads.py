@@ -92,9 +92,7 @@ def indexed_vectors(session: Session, model_id: str) -> tuple[np.ndarray, np.nda
     n = 0
     for image_id, row_dim, data in session.execute(stmt):
         if row_dim != dim:
-            raise StoreError(
-                f"model {model_id} has vectors of {row_dim} and {dim} values: the catalog is mixed"
-            )
+            raise StoreError(f"model {model_id} has vectors of {row_dim} and {dim} values: the catalog is mixed")
         if n == len(ids):
             # Only without snapshot isolation can rows appear after the count; grow rather than fail.
             ids = np.resize(ids, max(1, 2 * n))
@@ -147,9 +145,7 @@ def image_by_path(session: Session, path: str) -> ImageInfo | None:
 
 def vector_of_image(session: Session, image_id: int) -> np.ndarray | None:
     """The stored vector of an image (float32, 1-D), or None when it has none."""
-    stmt = (
-        select(Vector.data, Vector.dim).join(Image, Image.vector_id == Vector.id).where(Image.id == image_id)
-    )
+    stmt = select(Vector.data, Vector.dim).join(Image, Image.vector_id == Vector.id).where(Image.id == image_id)
     row = session.execute(stmt).first()
     return None if row is None else decode_vector(row.data, row.dim)
 
@@ -198,12 +194,8 @@ def _run_dict(run: IngestRun | None) -> dict[str, object] | None:
 
 def stats(session: Session) -> dict[str, object]:
     """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
-    by_status = {
-        status: n for status, n in session.execute(select(Image.status, func.count()).group_by(Image.status))
-    }
-    models = session.execute(
-        select(Vector.model_id, func.count()).group_by(Vector.model_id).order_by(Vector.model_id)
-    )
+    by_status = {status: n for status, n in session.execute(select(Image.status, func.count()).group_by(Image.status))}
+    models = session.execute(select(Vector.model_id, func.count()).group_by(Vector.model_id).order_by(Vector.model_id))
     last_run = session.scalar(select(IngestRun).order_by(IngestRun.id.desc()).limit(1))
     return {
         "products": session.scalar(select(func.count()).select_from(Product)) or 0,

@@ -119,9 +119,7 @@ def write_batch(
     vector_by_sha.update(vector_ids(session, shas - vector_by_sha.keys(), model_id))
     missing = shas - vector_by_sha.keys()
     if missing:
-        raise StoreError(
-            f"no vector for {len(missing)} image content(s) under model {model_id}, e.g. {min(missing)}"
-        )
+        raise StoreError(f"no vector for {len(missing)} image content(s) under model {model_id}, e.g. {min(missing)}")
     product_ids = {r.product_id for r in records if r.product_id}
     known_products = {pid: row.id for pid, row in _products_by_id(session, product_ids).items()}
     new_products = [ProductRecord(product_id=pid) for pid in product_ids - known_products.keys()]

@@ -144,9 +144,7 @@ def ip_to_distance(ip: npt.ArrayLike) -> FloatArray:
     """Euclidean distance of unit vectors from their inner product: ``sqrt(max(0, 2 - 2 * ip))``."""
     ip32 = np.asarray(ip, dtype=np.float32)
     # Rounding can push ip of identical vectors a hair above 1; clamp so the sqrt stays real.
-    return np.sqrt(np.maximum(np.float32(0.0), np.float32(2.0) - np.float32(2.0) * ip32)).astype(
-        np.float32, copy=False
-    )
+    return np.sqrt(np.maximum(np.float32(0.0), np.float32(2.0) - np.float32(2.0) * ip32)).astype(np.float32, copy=False)
 
 
 def check_dim(dim: int) -> int:

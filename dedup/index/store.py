@@ -55,9 +55,7 @@ def save_index(index: VectorIndex, info: IndexInfo, folder: Path) -> None:
         _fsync_dir(folder)
     except OSError as exc:
         raise StoreError(f"cannot save the index to {folder}: {exc}") from exc
-    logger.info(
-        "saved %s index of %d vectors (generation %d) to %s", info.kind, info.count, info.generation, folder
-    )
+    logger.info("saved %s index of %d vectors (generation %d) to %s", info.kind, info.count, info.generation, folder)
 
 
 def load_index(folder: Path) -> tuple[VectorIndex, IndexInfo] | None:

@@ -172,12 +172,7 @@ def _ingest_batch(
     counted_new: set[str] = set()
     for item, _, rec in good:
         k = item.known
-        if (
-            k is not None
-            and k.status == STATUS_OK
-            and k.sha256 == rec.sha256
-            and k.model_id == encoder.model_id
-        ):
+        if k is not None and k.status == STATUS_OK and k.sha256 == rec.sha256 and k.model_id == encoder.model_id:
             summary.unchanged += 1  # touched (new mtime) but the same content
         elif k is not None and k.status == STATUS_OK:
             summary.changed += 1

@@ -54,8 +54,7 @@ def build_report(store: Store, threshold: float | None = None) -> dict[str, obje
     infos = store.catalog.images(ids.tolist())
     # Keeper preference: more pixels, then more bytes, then ingested earlier (lower rank = better).
     keys = [
-        (-infos[i].width * infos[i].height, -infos[i].bytes, infos[i].ingested_at.timestamp(), i)
-        for i in ids.tolist()
+        (-infos[i].width * infos[i].height, -infos[i].bytes, infos[i].ingested_at.timestamp(), i) for i in ids.tolist()
     ]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     preference = np.empty(len(keys), dtype=np.int64)

@@ -39,9 +39,7 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def query_paths(
-    store: Store, paths: Sequence[str | os.PathLike[str]], k: int
-) -> Iterator[QueryResult | ImageError]:
+def query_paths(store: Store, paths: Sequence[str | os.PathLike[str]], k: int) -> Iterator[QueryResult | ImageError]:
     """Top-k catalog images for each query file, in input order; a bad file yields its ImageError."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")

@@ -1,0 +1,24 @@
+"""The train job: a thin entry to :func:`dedup.training.trainer.train_model` for the CLI and scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dedup.config import default_model_dir
+
+
+def train(
+    data_dir: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    from_model: str | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Train a model folder; ``from_model`` ``"default"`` fine-tunes the shipped model. Returns the card."""
+    from dedup.training.trainer import train_model
+
+    start = None
+    if from_model:
+        start = default_model_dir() if from_model == "default" else Path(from_model)
+    return train_model(Path(data_dir) if data_dir else None, Path(out_dir), from_model=start, **options)
