@@ -85,9 +85,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="model input size (default: the model's)")
     args = parser.parse_args()
 
-    from dedup.embedding.encoder import load_encoder
-
     from dedup.config import IMAGE_EXTENSIONS
+    from dedup.embedding.encoder import load_encoder
     from dedup.imaging import iter_image_files
 
     n = len(iter_image_files(args.folder, IMAGE_EXTENSIONS))

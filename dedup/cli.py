@@ -154,37 +154,85 @@ def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, f
     default=None,
     help="Duplicate distance threshold (default: the model's calibrated one).",
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True)
 @click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write the report here instead of standard output.",
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write here, not to stdout."
 )
+@click.option(
+    "--keep",
+    default="resolution,size,oldest",
+    show_default=True,
+    help="Keeper policy, best rule first: resolution, size, oldest, newest, folder:PATH.",
+)
+@click.option("--since", type=click.IntRange(min=1), default=None, help="Compare with this run (default: the last).")
+@click.option("--no-save", is_flag=True, help="Do not store this run in the history.")
 @click.pass_context
-def report(ctx: click.Context, threshold: float | None, fmt: str, output: str | None) -> None:
+def report(
+    ctx: click.Context,
+    threshold: float | None,
+    fmt: str,
+    output: str | None,
+    keep: str,
+    since: int | None,
+    no_save: bool,
+) -> None:
     """Cluster near-duplicates in the catalog and suggest which copy to keep.
 
+    Each run is stored (cluster ids are stable across runs) and compared with the previous one.
     Exits 10 when duplicates were found, 0 when none were.
     """
-    from dedup.service import build_report, render_report
+    from dedup.service import build_report, render_report, thumbnails
 
     with _open(ctx) as store:
-        result = build_report(store, threshold)
-    text = render_report(result, fmt)
+        result = build_report(store, threshold, keep=keep, since=since, save=not no_save)
+        thumbs = thumbnails(result) if fmt == "html" else None
+    text = render_report(result, fmt, thumbs)
+    s = result["summary"]
     if output:
         Path(output).write_text(text, encoding="utf-8")
-        s = result["summary"]
-        assert isinstance(s, dict)
         click.echo(
-            f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images -> {output}",
+            f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images "
+            f"(run {result['run_id']}; since run {result['previous_run_id']}: {s['changes']['new']} new, "
+            f"{s['changes']['grown']} grown, {s['resolved']} resolved) -> {output}",
             err=True,
         )
     else:
         click.echo(text, nl=not text.endswith("\n"))
     if result["clusters"]:
         ctx.exit(EXIT_DUPLICATES_FOUND)
+
+
+@cli.group()
+def mark() -> None:
+    """Record a review decision on a pair of images; later reports respect it."""
+
+
+def _mark(ctx: click.Context, a: str, b: str, decision: str, note: str | None) -> None:
+    from dedup.service import mark_pair
+
+    with _open(ctx) as store:
+        ia, ib = mark_pair(store, a, b, decision, note)
+    click.echo(f"marked images {ia} and {ib} as {decision.replace('_', ' ')}")
+
+
+@mark.command("duplicate")
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option("--note", default=None, help="Why (kept with the decision).")
+@click.pass_context
+def mark_duplicate(ctx: click.Context, image_a: str, image_b: str, note: str | None) -> None:
+    """IMAGE_A and IMAGE_B (paths or image ids) are duplicates: always group them."""
+    _mark(ctx, image_a, image_b, "duplicate", note)
+
+
+@mark.command("not-duplicate")
+@click.argument("image_a")
+@click.argument("image_b")
+@click.option("--note", default=None, help="Why (kept with the decision).")
+@click.pass_context
+def mark_not_duplicate(ctx: click.Context, image_a: str, image_b: str, note: str | None) -> None:
+    """IMAGE_A and IMAGE_B (paths or image ids) are different products: never group them."""
+    _mark(ctx, image_a, image_b, "not_duplicate", note)
 
 
 @cli.command()

@@ -12,9 +12,11 @@ def _unit(angle_deg: float) -> np.ndarray:
     return np.array([np.cos(a), np.sin(a)], dtype=np.float32)
 
 
-def _neighbours(vectors: np.ndarray, ids: np.ndarray, thr: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def _neighbours(vectors: np.ndarray, ids: np.ndarray, thr: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edges (row positions a < b) within ``thr``: the reference for what a neighbour search returns."""
     d = np.sqrt(np.clip(2 - 2 * vectors @ vectors.T, 0, None))
-    return [(d[i][d[i] <= thr], ids[d[i] <= thr]) for i in range(len(ids))]
+    a, b = np.nonzero(np.triu(d <= thr, k=1))
+    return a, b
 
 
 def test_chain_does_not_merge_far_ends() -> None:
@@ -61,4 +63,22 @@ def test_exact_copies_and_determinism() -> None:
 
 def test_empty_catalog() -> None:
     empty = np.zeros((0, 4), dtype=np.float32)
-    assert keeper_clusters(np.zeros(0, dtype=np.int64), empty, [], 0.3, np.zeros(0)) == []
+    no_edges = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    assert keeper_clusters(np.zeros(0, dtype=np.int64), empty, no_edges, 0.3, np.zeros(0)) == []
+
+
+def test_not_duplicate_mark_splits_and_confirmed_mark_joins() -> None:
+    vectors = np.stack(
+        [
+            _unit(0),  # id 1: keeper
+            _unit(5),  # id 2: near 1, but marked "not a duplicate" of 1
+            _unit(6),  # id 3: near 1 and 2
+            _unit(60),  # id 4: far from everyone, confirmed duplicate of 3
+        ]
+    )
+    ids = np.array([1, 2, 3, 4], dtype=np.int64)
+    edges = _neighbours(vectors, ids, 0.2)
+    clusters = keeper_clusters(ids, vectors, edges, 0.2, np.arange(4), must_link=[(3, 4)], cannot_link=[(1, 2)])
+    assert [c.members for c in clusters] == [(1, 3, 4)]  # 2 is kept out; 4 rides with 3
+    assert clusters[0].distances[2] > 0.2  # the confirmed member is reported with its real distance
+    assert not any({1, 2} <= set(c.members) for c in clusters)

@@ -11,9 +11,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -41,6 +43,9 @@ GENERATION_KEY = "generation"
 IMAGE_STATUSES = (STATUS_OK, STATUS_FAILED, STATUS_MISSING)
 RUN_RUNNING = "running"
 RUN_STATUSES = (RUN_RUNNING, "finished", "interrupted", "failed")
+MARK_DUPLICATE = "duplicate"
+MARK_NOT_DUPLICATE = "not_duplicate"
+MARK_DECISIONS = (MARK_DUPLICATE, MARK_NOT_DUPLICATE)
 
 
 def _in(values: tuple[str, ...]) -> str:
@@ -130,3 +135,50 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ReportRun(Base):
+    """One duplicate report pass: its parameters and summary; its clusters are in ``report_members``."""
+
+    __tablename__ = "report_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_id: Mapped[str] = mapped_column(String(255))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ReportMember(Base):
+    """One member of one cluster of one report run (path and sha256 kept as they were then)."""
+
+    __tablename__ = "report_members"
+    __table_args__ = (Index("ix_report_members_run_cluster", "run_id", "cluster_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("report_runs.id", ondelete="CASCADE"))
+    cluster_id: Mapped[str] = mapped_column(String(32))
+    image_id: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    is_keeper: Mapped[bool] = mapped_column(Boolean, default=False)
+    tier: Mapped[str] = mapped_column(String(16))
+    distance: Mapped[float] = mapped_column(Float)
+
+
+class ReviewMark(Base):
+    """A person's decision on a pair of images; ``image_a < image_b``. Later report runs respect it."""
+
+    __tablename__ = "review_marks"
+    __table_args__ = (
+        UniqueConstraint("image_a", "image_b"),
+        CheckConstraint("decision IN ('duplicate', 'not_duplicate')", name="decision"),
+        CheckConstraint("image_a < image_b", name="ordered"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_a: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    image_b: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

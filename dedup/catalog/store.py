@@ -6,13 +6,14 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dedup.catalog import reads, writes
+from dedup.catalog import history, reads, writes
 from dedup.catalog.coltypes import utcnow
 from dedup.catalog.engine import WRITE_OPTION, open_engine, safe_url
 from dedup.catalog.models import GENERATION_KEY, RUN_RUNNING, RUN_STATUSES, IngestRun, Meta
@@ -196,3 +197,42 @@ class Catalog:
         """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
         with self._session() as s:
             return reads.stats(s)
+
+    # -- report history and review decisions ---------------------------------------------------------
+
+    def save_report(
+        self,
+        threshold: float,
+        model_id: str,
+        params: dict[str, Any],
+        summary: dict[str, Any],
+        members: Sequence[history.MemberRow],
+    ) -> int:
+        """Store a report run and its members (cluster_id, image_id, path, is_keeper, tier, distance)."""
+        with self._session(write=True) as s:
+            return history.save_report(s, threshold, model_id, params, summary, members)
+
+    def report_run(self, run_id: int) -> dict[str, Any] | None:
+        """A report run's id, time, threshold, model, parameters and summary, or None."""
+        with self._session() as s:
+            return history.run_info(s, run_id)
+
+    def previous_report_run(self, before: int | None = None) -> int | None:
+        """The id of the newest report run (older than ``before`` when given), or None."""
+        with self._session() as s:
+            return history.previous_run_id(s, before)
+
+    def report_clusters(self, run_id: int) -> dict[str, list[tuple[int, str, bool]]]:
+        """Cluster id → members (image id, path, is keeper) of one report run."""
+        with self._session() as s:
+            return history.run_clusters(s, run_id)
+
+    def set_mark(self, image_a: int, image_b: int, decision: str, note: str | None = None) -> None:
+        """Record a review decision (``duplicate`` or ``not_duplicate``) on a pair of images."""
+        with self._session(write=True) as s:
+            history.set_mark(s, image_a, image_b, decision, note)
+
+    def marks(self) -> list[tuple[int, int, str]]:
+        """Every review decision as (image_a, image_b, decision) with image_a < image_b."""
+        with self._session() as s:
+            return history.all_marks(s)

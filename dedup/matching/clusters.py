@@ -1,14 +1,17 @@
-"""Clusters of near-duplicates that cannot chain.
+"""Clusters of near-duplicates that cannot chain, respecting review decisions.
 
-Single-link grouping (connected components of the "closer than the threshold" graph) lets
-A≈B and B≈C put A and C together even when they are far apart. Here every cluster is centred on its
-keeper: the preferred member of a connected component is taken as keeper, every member within the
-threshold *of the keeper* joins it, and the rest of the component is clustered again the same way.
+Single-link grouping (connected components of the "closer than the threshold" graph) lets A≈B and B≈C
+put A and C together even when they are far apart. Here every cluster is centred on its keeper: the
+preferred member of a connected component becomes keeper, every member within the threshold *of the
+keeper* joins it, and the rest of the component is clustered again the same way.
+
+Review decisions: a pair confirmed as duplicates always ends in one cluster (the pair moves as one
+unit); a pair marked not-duplicate never does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,78 +26,127 @@ class Cluster:
     distances: tuple[float, ...]  # to the keeper, aligned with members (0.0 for the keeper)
 
 
-def _components(n: int, edges_a: np.ndarray, edges_b: np.ndarray) -> list[np.ndarray]:
-    """Connected components (union-find with path halving) over positions 0..n-1."""
-    parent = np.arange(n)
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = np.arange(n)
 
-    def find(x: int) -> int:
+    def find(self, x: int) -> int:
+        parent = self.parent
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = int(parent[x])
         return x
 
-    for a, b in zip(edges_a.tolist(), edges_b.tolist(), strict=True):
-        ra, rb = find(a), find(b)
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
         if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    order = np.argsort(roots, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(roots[order])) + 1)
-    return [g for g in groups if len(g) > 1]
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def groups(self, nodes: np.ndarray | None = None) -> list[np.ndarray]:
+        """Sets of positions sharing a root (all positions, or only ``nodes``), each sorted."""
+        nodes = np.arange(len(self.parent)) if nodes is None else nodes
+        roots = np.array([self.find(int(i)) for i in nodes], dtype=np.int64)
+        order = np.argsort(roots, kind="stable")
+        return np.split(nodes[order], np.flatnonzero(np.diff(roots[order])) + 1)
 
 
 def keeper_clusters(
     ids: np.ndarray,
     vectors: np.ndarray,
-    neighbours: Sequence[tuple[np.ndarray, np.ndarray]],
+    edges: tuple[np.ndarray, np.ndarray],
     threshold: float,
     preference: np.ndarray,
+    must_link: Iterable[tuple[int, int]] = (),
+    cannot_link: Iterable[tuple[int, int]] = (),
 ) -> list[Cluster]:
     """Group near-duplicates around keepers.
 
-    ``ids`` (n,) and ``vectors`` (n, d) describe the catalog; ``neighbours[i]`` holds (distances, ids)
-    of the neighbours of ``ids[i]`` within ``threshold`` (as a range search returns them);
-    ``preference`` (n,) ranks candidates as keeper, lower is better (0 = best). The result is
-    deterministic: clusters are ordered by size (largest first), then by keeper id.
+    ``ids`` (n,) and unit-norm ``vectors`` (n, d) describe the catalog; ``edges`` are two arrays of row
+    positions of pairs within ``threshold`` (from a neighbour search); ``preference`` (n,) ranks keeper
+    candidates, lower is better. ``must_link`` / ``cannot_link`` are pairs of *ids* (review decisions).
+    Deterministic: clusters come largest first, then by keeper id.
     """
     n = len(ids)
     if n == 0:
         return []
     pos_of = {int(i): p for p, i in enumerate(ids.tolist())}
-    ea: list[int] = []
-    eb: list[int] = []
-    for p, (_, nb_ids) in enumerate(neighbours):
-        for j in nb_ids.tolist():
-            q = pos_of.get(int(j))
-            if q is not None and q != p:
-                ea.append(p)
-                eb.append(q)
+    must = [(pos_of[a], pos_of[b]) for a, b in must_link if a in pos_of and b in pos_of]
+    cannot: set[tuple[int, int]] = set()
+    for a, b in cannot_link:
+        if a in pos_of and b in pos_of:
+            pa, pb = pos_of[a], pos_of[b]
+            cannot.add((min(pa, pb), max(pa, pb)))
+
+    graph = _UnionFind(n)
+    for a, b in zip(np.asarray(edges[0]).tolist(), np.asarray(edges[1]).tolist(), strict=True):
+        graph.union(a, b)
+    units = _UnionFind(n)  # confirmed pairs move together
+    for a, b in must:
+        graph.union(a, b)
+        units.union(a, b)
+    touched = np.unique(
+        np.concatenate(
+            [
+                np.asarray(edges[0], np.int64),
+                np.asarray(edges[1], np.int64),
+                np.asarray([p for pair in must for p in pair], np.int64),
+            ]
+        )
+    )
     clusters: list[Cluster] = []
-    for comp in _components(n, np.asarray(ea, dtype=np.int64), np.asarray(eb, dtype=np.int64)):
-        remaining = comp[np.lexsort((ids[comp], preference[comp]))]  # best keeper first, ties by id
-        while len(remaining) > 1:
-            keeper = remaining[0]
-            # Distances to the keeper on the unit sphere, from the inner product (vectors are unit-norm).
-            ip = vectors[remaining] @ vectors[keeper]
-            dist = np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None))
-            dist[0] = 0.0
-            inside = dist <= threshold
-            if int(inside.sum()) > 1:
-                inside[0] = False  # the keeper goes first, whatever ties with it
-                others, odist = remaining[inside], dist[inside]
-                order = np.lexsort((ids[others], odist))
-                members = np.concatenate([[keeper], others[order]])
-                mdist = np.concatenate([[0.0], odist[order]])
-                inside[0] = True
-                clusters.append(
-                    Cluster(
-                        keeper=int(ids[keeper]),
-                        members=tuple(int(ids[m]) for m in members),
-                        distances=tuple(float(round(d, 6)) for d in mdist),
-                    )
-                )
-                remaining = remaining[~inside]
-            else:
-                remaining = remaining[1:]
+    for comp in graph.groups(touched):
+        if len(comp) < 2:
+            continue
+        clusters.extend(_split_component(comp, ids, vectors, threshold, preference, units, cannot))
     clusters.sort(key=lambda c: (-len(c.members), c.keeper))
     return clusters
+
+
+def _split_component(
+    comp: np.ndarray,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    threshold: float,
+    preference: np.ndarray,
+    units: _UnionFind,
+    cannot: set[tuple[int, int]],
+) -> list[Cluster]:
+    unit_of = {int(p): units.find(int(p)) for p in comp}
+    members_of: dict[int, list[int]] = {}
+    for p in comp.tolist():
+        members_of.setdefault(unit_of[p], []).append(p)
+    remaining = sorted(comp.tolist(), key=lambda p: (preference[p], ids[p]))  # best keeper first
+    out: list[Cluster] = []
+    while len(remaining) > 1:
+        keeper = remaining[0]
+        rem = np.asarray(remaining, dtype=np.int64)
+        # Distances to the keeper on the unit sphere, from the inner product.
+        dist = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[keeper]), 0.0, None))
+        d_of = dict(zip(remaining, dist.tolist(), strict=True))
+        d_of[keeper] = 0.0
+        chosen = list(members_of[unit_of[keeper]])
+        chosen_units = {unit_of[keeper]}
+        # Other units, closest member first; a unit joins when its closest member is within the threshold.
+        candidates = sorted(
+            {unit_of[p] for p in remaining} - chosen_units,
+            key=lambda u: (min(d_of[m] for m in members_of[u]), min(ids[m] for m in members_of[u])),
+        )
+        for u in candidates:
+            if min(d_of[m] for m in members_of[u]) > threshold:
+                break
+            if any((min(a, b), max(a, b)) in cannot for a in members_of[u] for b in chosen):
+                continue
+            chosen.extend(members_of[u])
+            chosen_units.add(u)
+        taken = set(chosen)
+        if len(chosen) > 1:
+            others = sorted((m for m in chosen if m != keeper), key=lambda m: (d_of[m], ids[m]))
+            out.append(
+                Cluster(
+                    keeper=int(ids[keeper]),
+                    members=(int(ids[keeper]), *(int(ids[m]) for m in others)),
+                    distances=(0.0, *(round(float(d_of[m]), 6) for m in others)),
+                )
+            )
+        remaining = [p for p in remaining if p not in taken]
+    return out

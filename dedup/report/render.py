@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from dedup.report.html import render_html
+
 CSV_COLUMNS = (
     "cluster_id",
     "keep",
@@ -43,6 +45,8 @@ def render_csv(report: Mapping[str, Any]) -> str:
                     m["product_id"] or "",
                     m["tier"],
                     f"{m['distance']:.6f}",
+                    int(bool(m.get("confirmed"))),
+                    cluster.get("change", ""),
                     m["width"],
                     m["height"],
                     m["bytes"],
@@ -52,10 +56,12 @@ def render_csv(report: Mapping[str, Any]) -> str:
     return out.getvalue()
 
 
-def render_report(report: Mapping[str, Any], fmt: str) -> str:
-    """Render ``report`` as ``json`` or ``csv``."""
+def render_report(report: Mapping[str, Any], fmt: str, thumbnails: Mapping[str, str] | None = None) -> str:
+    """Render ``report`` as ``json``, ``csv`` or ``html`` (``thumbnails``: path → data URI, for html)."""
     if fmt == "json":
         return render_json(report)
     if fmt == "csv":
         return render_csv(report)
-    raise ValueError(f"unknown report format {fmt!r}; use json or csv")
+    if fmt == "html":
+        return render_html(report, thumbnails)
+    raise ValueError(f"unknown report format {fmt!r}; use json, csv or html")

@@ -14,7 +14,8 @@ import os
 from dedup.config import StoreConfig
 from dedup.report import render_report
 from dedup.service.ingest import ingest_folder
-from dedup.service.reporting import build_report
+from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
+from dedup.service.review import mark_pair
 from dedup.service.search import compare_paths, image_files, query_bytes, query_paths
 from dedup.service.store import Store
 
@@ -38,4 +39,7 @@ __all__ = [
     "compare_paths",
     "image_files",
     "render_report",
+    "thumbnails",
+    "mark_pair",
+    "DEFAULT_KEEP",
 ]

@@ -1,7 +1,8 @@
-"""Query and compare: embed an image, search the index, join the catalog."""
+"""Query and compare: embed an image, search the index, join the catalog; thumbnails of catalog images."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -9,25 +10,78 @@ from pathlib import Path
 
 import numpy as np
 
-from dedup.config import IMAGE_EXTENSIONS
+from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
 from dedup.errors import ImageError
-from dedup.imaging import decode_bytes, iter_image_files, load_image
+from dedup.imaging import decode_bytes, iter_image_files, load_image, thumbnail_jpeg
+from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
-from dedup.types import CompareResult, Hit, QueryResult
+from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
 
 log = logging.getLogger(__name__)
 
 
-def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:
-    index = store.index
-    distances, ids = index.search(vector[None, :], k)
+def _neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, ImageInfo]]:
+    """The ``n`` nearest catalog images, nearest first, joined with their catalog rows."""
+    distances, ids = store.index.search(vector[None, :], n)
     found = [(float(d), int(i)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
     infos = store.catalog.images([i for _, i in found])
-    hits = [
-        Hit(rank=r, distance=d, image=infos[i])
-        for r, (d, i) in enumerate(((d, i) for d, i in found if i in infos), start=1)
-    ]
+    return [(d, infos[i]) for d, i in found if i in infos]
+
+
+def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:
+    hits = [Hit(rank=r, distance=d, image=info) for r, (d, info) in enumerate(_neighbours(store, vector, k), start=1)]
     return QueryResult(query=name, k=k, hits=hits)
+
+
+def search_vector(store: Store, name: str, vector: np.ndarray, k: int, category: str | None = None) -> QueryResult:
+    """Top-k catalog images for an embedding; with ``category``, only images of products in it.
+
+    The category match ignores case. Filtering over-fetches from the index and widens the search
+    until k matches are found or the whole index was looked at. Not safe to call while another
+    thread changes the index: a server serialises index access itself.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if category is None:
+        return _search(store, name, vector, k)
+    wanted = category.casefold()
+    total = len(store.index)
+    fetch = min(total, max(8 * k, 64))
+    kept: list[tuple[float, ImageInfo]] = []
+    while fetch > 0:
+        kept = [
+            (d, info) for d, info in _neighbours(store, vector, fetch) if (info.category or "").casefold() == wanted
+        ]
+        if len(kept) >= k or fetch >= total:
+            break
+        fetch = min(total, fetch * 4)
+    hits = [Hit(rank=r, distance=d, image=info) for r, (d, info) in enumerate(kept[:k], start=1)]
+    return QueryResult(query=name, k=k, hits=hits)
+
+
+def embed_bytes(
+    store: Store,
+    data: bytes,
+    name: str = "<upload>",
+    *,
+    cache: EmbeddingCache | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The embedding of image bytes held in memory; raises ImageError when they are not a usable image.
+
+    The bytes are checked by decoding them (never by a name or a declared type). With a ``cache``,
+    bytes that were embedded before are neither decoded nor embedded again.
+    """
+    encoder = store.encoder
+    if cache is not None and data:
+        cached = cache.get(encoder.model_id, hashlib.sha256(data).hexdigest())
+        if cached is not None:
+            return cached
+    loaded = decode_bytes(data, name, target=encoder.input_size, max_pixels=max_pixels)
+    vector = encoder.embed_images([loaded.image])[0]
+    if cache is not None:
+        cache.put(encoder.model_id, loaded.sha256, vector)
+    return vector
 
 
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -54,15 +108,58 @@ def query_paths(store: Store, paths: Sequence[str | os.PathLike[str]], k: int) -
         yield _search(store, str(p), vector, k)
 
 
-def query_bytes(store: Store, data: bytes, name: str, k: int) -> QueryResult:
-    """Top-k catalog images for image bytes held in memory (an upload); raises ImageError."""
-    encoder = store.encoder
-    loaded = decode_bytes(data, name, target=encoder.input_size)
-    return _search(store, name, encoder.embed_images([loaded.image])[0], k)
+def query_bytes(
+    store: Store,
+    data: bytes,
+    name: str,
+    k: int,
+    *,
+    category: str | None = None,
+    cache: EmbeddingCache | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> QueryResult:
+    """Top-k catalog images for image bytes held in memory (an upload); raises ImageError.
+
+    ``category``, ``cache`` and ``max_pixels`` are as in :func:`search_vector` and :func:`embed_bytes`.
+    """
+    vector = embed_bytes(store, data, name, cache=cache, max_pixels=max_pixels)
+    return search_vector(store, name, vector, k, category)
+
+
+def _distance(va: np.ndarray, vb: np.ndarray) -> float:
+    """Euclidean distance of two unit vectors (rounding can push ``2 - 2 a·b`` just below 0)."""
+    return float(np.sqrt(max(0.0, 2.0 - 2.0 * float(va @ vb))))
+
+
+def compare_bytes(
+    store: Store,
+    data_a: bytes,
+    data_b: bytes,
+    names: tuple[str, str] = ("<a>", "<b>"),
+    *,
+    cache: EmbeddingCache | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> CompareResult:
+    """Distance between two images held in memory and the verdict at the model's threshold; raises ImageError."""
+    va = embed_bytes(store, data_a, names[0], cache=cache, max_pixels=max_pixels)
+    vb = embed_bytes(store, data_b, names[1], cache=cache, max_pixels=max_pixels)
+    return CompareResult(
+        path_a=names[0], path_b=names[1], distance=_distance(va, vb), threshold=store.encoder.threshold
+    )
 
 
 def compare_paths(store: Store, a: str | os.PathLike[str], b: str | os.PathLike[str]) -> CompareResult:
     """Distance between two image files and the verdict at the model's threshold."""
     va, vb = store.embed_paths([Path(a), Path(b)])
-    distance = float(np.sqrt(max(0.0, 2.0 - 2.0 * float(va @ vb))))
-    return CompareResult(path_a=str(a), path_b=str(b), distance=distance, threshold=store.encoder.threshold)
+    return CompareResult(path_a=str(a), path_b=str(b), distance=_distance(va, vb), threshold=store.encoder.threshold)
+
+
+def thumbnail(store: Store, image_id: int, size: int = 160) -> bytes | None:
+    """A JPEG thumbnail (longer side ``size``) of a catalog image's file; None when the id is unknown.
+
+    Raises ImageError when the file is gone or no longer decodes.
+    """
+    info = store.catalog.images([image_id]).get(image_id)
+    if info is None:
+        return None
+    return thumbnail_jpeg(load_image(info.path, target=size).image, size=size)

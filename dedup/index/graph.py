@@ -1,0 +1,85 @@
+"""The "closer than the threshold" graph over a whole catalog, for the duplicate report.
+
+Small catalogs get an exact range search; large ones an inverted-file (IVF) range search, which finds
+near-duplicate pairs almost perfectly at a small ``nprobe`` because duplicate pairs are far closer to
+each other than to any cluster boundary (DESIGN.md; ``benchmarks/report_scale.py`` measures the recall).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dedup.index.base import check_max_distance, check_vectors
+
+log = logging.getLogger(__name__)
+
+#: Catalogs up to this many vectors are searched exactly.
+EXACT_LIMIT = 50_000
+#: Queries per FAISS range-search call: bounds the memory of one call's results.
+CHUNK = 20_000
+_SLACK = 1e-5  # FAISS keeps ip > radius (strict); widen, then filter exactly
+
+
+def neighbour_edges(
+    vectors: npt.ArrayLike,
+    threshold: float,
+    exact: bool | None = None,
+    nprobe: int = 8,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All pairs ``(a, b)`` of row positions with ``a < b`` and distance ≤ ``threshold``.
+
+    Returns ``(a, b, distance)`` arrays (int64, int64, float32). ``exact`` None picks exact search up to
+    :data:`EXACT_LIMIT` vectors and IVF above; ``nprobe`` is the IVF lists visited per query.
+    """
+    import faiss
+
+    radius = check_max_distance(threshold)
+    x = np.asarray(vectors, dtype=np.float32)
+    dim = x.shape[1] if x.ndim == 2 else 0
+    x = check_vectors(x, dim, what="vectors") if len(x) else x
+    n = len(x)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if n < 2:
+        return empty
+    use_exact = n <= EXACT_LIMIT if exact is None else exact
+    index: Any
+    if use_exact:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = max(16, min(int(4 * math.sqrt(n)), n // 40))  # FAISS wants ≥ 39 training points per list
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)] if n > 64 * nlist else x
+        index.train(sample)
+        index.nprobe = nprobe
+        log.info("IVF neighbour search: %d vectors, %d lists, nprobe %d", n, nlist, nprobe)
+    index.add(x)
+    min_ip = 1.0 - radius * radius / 2.0 - _SLACK
+    parts_a: list[np.ndarray] = []
+    parts_b: list[np.ndarray] = []
+    parts_d: list[np.ndarray] = []
+    for start in range(0, n, CHUNK):
+        q = x[start : start + CHUNK]
+        lims, ip, found = index.range_search(q, min_ip)
+        rows = np.repeat(np.arange(start, start + len(q), dtype=np.int64), np.diff(lims).astype(np.int64))
+        found = found.astype(np.int64, copy=False)
+        dist = np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None)).astype(np.float32)
+        keep = (rows < found) & (dist <= radius)  # each pair once, self-matches dropped
+        parts_a.append(rows[keep])
+        parts_b.append(found[keep])
+        parts_d.append(dist[keep])
+    if not use_exact:
+        # IVF may see a pair from one side only; keep each once.
+        a, b, d = np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_d)
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        key = lo * n + hi
+        _, first = np.unique(key, return_index=True)
+        return lo[first], hi[first], d[first]
+    return np.concatenate(parts_a), np.concatenate(parts_b), np.concatenate(parts_d)
