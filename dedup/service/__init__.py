@@ -13,11 +13,22 @@ import os
 
 from dedup.config import StoreConfig
 from dedup.report import render_report
+from dedup.service.cache import EmbeddingCache
 from dedup.service.ingest import ingest_folder
 from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
 from dedup.service.review import mark_pair
-from dedup.service.search import compare_paths, image_files, query_bytes, query_paths
+from dedup.service.search import (
+    compare_bytes,
+    compare_paths,
+    embed_bytes,
+    image_files,
+    image_thumbnail,
+    query_bytes,
+    query_paths,
+    search_vector,
+)
 from dedup.service.store import Store
+from dedup.service.upload import AddedImage, add_image
 
 
 def open_store(
@@ -37,6 +48,13 @@ __all__ = [
     "query_paths",
     "query_bytes",
     "compare_paths",
+    "compare_bytes",
+    "embed_bytes",
+    "search_vector",
+    "image_thumbnail",
+    "add_image",
+    "AddedImage",
+    "EmbeddingCache",
     "image_files",
     "render_report",
     "thumbnails",

@@ -154,7 +154,7 @@ def compare_paths(store: Store, a: str | os.PathLike[str], b: str | os.PathLike[
     return CompareResult(path_a=str(a), path_b=str(b), distance=_distance(va, vb), threshold=store.encoder.threshold)
 
 
-def thumbnail(store: Store, image_id: int, size: int = 160) -> bytes | None:
+def image_thumbnail(store: Store, image_id: int, size: int = 160) -> bytes | None:
     """A JPEG thumbnail (longer side ``size``) of a catalog image's file; None when the id is unknown.
 
     Raises ImageError when the file is gone or no longer decodes.
