@@ -52,11 +52,12 @@ def neighbour_edges(
     if use_exact:
         index = faiss.IndexFlatIP(dim)
     else:
-        nlist = max(16, min(int(4 * math.sqrt(n)), n // 40))  # FAISS wants ≥ 39 training points per list
+        nlist = max(16, min(int(2 * math.sqrt(n)), n // 40))  # FAISS wants ≥ 39 training points per list
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)] if n > 64 * nlist else x
+        sample = x[rng.choice(n, size=40 * nlist, replace=False)] if n > 40 * nlist else x
+        index.cp.niter = 10  # coarse lists only need to be roughly right: pairs are found at nprobe ≥ 4
         index.train(sample)
         index.nprobe = nprobe
         log.info("IVF neighbour search: %d vectors, %d lists, nprobe %d", n, nlist, nprobe)

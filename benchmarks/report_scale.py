@@ -1,0 +1,124 @@
+"""Dedup pass scale: time and peak memory of the neighbour graph + keeper clustering at 10^4..10^6 vectors.
+
+Synthetic clustered catalogs (product "families" of similar vectors, with planted near-duplicate copies),
+each size in its own process so its peak RSS is its own:
+
+    python benchmarks/report_scale.py                      # 1e4, 1e5, 1e6
+    python benchmarks/report_scale.py --sizes 10000 100000 --exact-check 100000
+
+Prints seconds, peak RSS and duplicate-pair recall (planted pairs found; and against an exact pass where
+``--exact-check`` allows) per size, and writes JSON (``--json``, default bench-data/report_scale.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 128
+THRESHOLD = 0.3
+
+
+def make_catalog(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n unit vectors: families of similar products, 10 % of them with 1-3 planted near copies.
+
+    Returns the vectors and the planted pairs (row positions).
+    """
+    rng = np.random.default_rng(seed)
+    n_orig = int(n / 1.2)
+    families = rng.normal(size=(max(1, n_orig // 50), DIM)).astype(np.float32)
+    x = families[rng.integers(0, len(families), n_orig)] + 0.6 * rng.normal(size=(n_orig, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    copies, pairs = [], []
+    src = rng.choice(n_orig, size=n - n_orig, replace=True)
+    for k, s in enumerate(src):
+        noise = rng.normal(size=DIM).astype(np.float32)
+        noise *= rng.uniform(0.05, 0.2) / np.linalg.norm(noise)  # distance to the original ≈ 0.05-0.2
+        v = x[s] + noise
+        copies.append(v / np.linalg.norm(v))
+        pairs.append((int(s), n_orig + k))
+    return np.concatenate([x, np.asarray(copies, np.float32)]), np.asarray(pairs, np.int64)
+
+
+def run_one(n: int, exact: bool) -> dict[str, float]:
+    """Build the catalog, run the pass, return figures (called in a child process)."""
+    from dedup.index.graph import neighbour_edges
+    from dedup.matching import keeper_clusters
+
+    vectors, planted = make_catalog(n)
+    ids = np.arange(1, n + 1, dtype=np.int64)
+    start = time.perf_counter()
+    a, b, _ = neighbour_edges(vectors, THRESHOLD, exact=exact)
+    t_graph = time.perf_counter() - start
+    clusters = keeper_clusters(ids, vectors, (a, b), THRESHOLD, np.arange(n))
+    total = time.perf_counter() - start
+    found = set(zip(a.tolist(), b.tolist(), strict=True))
+    pd = np.sqrt(np.clip(2 - 2 * np.sum(vectors[planted[:, 0]] * vectors[planted[:, 1]], axis=1), 0, None))
+    within = planted[pd <= THRESHOLD]
+    recall = float(np.mean([(min(p, q), max(p, q)) in found for p, q in within.tolist()])) if len(within) else 1.0
+    return {
+        "n": n,
+        "exact": exact,
+        "graph_seconds": t_graph,
+        "total_seconds": total,
+        "edges": len(a),
+        "clusters": len(clusters),
+        "planted_pair_recall": recall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--exact-check", type=int, default=100_000, help="also run an exact pass up to this size")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "report_scale.json")
+    args = parser.parse_args()
+    results = []
+    for n in args.sizes:
+        # Up to the IVF limit the pass is exact anyway; above it, IVF, and an exact pass to compare with.
+        modes = [True] if n <= 50_000 else [False] + ([True] if n <= args.exact_check else [])
+        for exact in modes:
+            r = _measure(n, exact)
+            results.append(r)
+            print(
+                f"n={n:>9,} {'exact' if exact else 'ivf  '} total {r['total_seconds']:7.1f} s "
+                f"(graph {r['graph_seconds']:6.1f} s)  peak {r['peak_rss_mb']:7.0f} MB  edges {r['edges']:>8,}  "
+                f"clusters {r['clusters']:>7,}  planted-pair recall {r['planted_pair_recall']:.4f}",
+                flush=True,
+            )
+        if len(modes) == 2:
+            ivf, exact_run = results[-2], results[-1]
+            print(
+                f"    IVF found {ivf['edges'] / max(1, exact_run['edges']):.4f} of the exact pass's pairs, "
+                f"in {ivf['total_seconds'] / exact_run['total_seconds']:.3f} of its time",
+                flush=True,
+            )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2))
+
+
+def _measure(n: int, exact: bool) -> dict[str, float]:
+    code = (
+        f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'benchmarks')!r}]\n"
+        f"from report_scale import run_one\nprint(json.dumps(run_one({n}, {exact})))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"size {n} failed")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+if __name__ == "__main__":
+    main()
