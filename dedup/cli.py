@@ -252,15 +252,16 @@ def mark_not_duplicate(ctx: click.Context, image_a: str, image_b: str, note: str
     show_default=True,
     help="json prints one JSON object per image per line (JSON Lines).",
 )
+@click.option("--category", default=None, help="Only products in this category (case-insensitive).")
 @click.pass_context
-def query(ctx: click.Context, images: tuple[str, ...], k: int, fmt: str) -> None:
+def query(ctx: click.Context, images: tuple[str, ...], k: int, fmt: str, category: str | None) -> None:
     """Find the K catalog images most similar to each IMAGE (files or folders)."""
     from dedup.errors import ImageError
     from dedup.service import image_files, query_paths
 
     failed = 0
     with _open(ctx) as store:
-        for result in query_paths(store, image_files(images), k):
+        for result in query_paths(store, image_files(images), k, category):
             if isinstance(result, ImageError):
                 failed += 1
                 click.echo(f"failed: {result.message}", err=True)
@@ -383,6 +384,21 @@ def train(
         f"model written to {out_dir}: threshold {card.get('threshold')}, "
         f"validation {json.dumps(card.get('validation', {}), default=str)[:300]}"
     )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve the HTTP API (/api/v1, OpenAPI at /openapi.json) and the search page at /.
+
+    Write endpoints need the X-API-Key header when DEDUP_API_KEY is set.
+    """
+    from dedup.api import serve as run_server
+
+    with _open(ctx) as store:
+        run_server(store, host=host, port=port)
 
 
 def main() -> None:

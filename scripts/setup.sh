@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # tuxpaint images: training data and the held-out images the tests use. chromium: browser tests.
   need=()
-  for pkg in tuxpaint-stamps-default tuxpaint-data; do
+  for pkg in tuxpaint-stamps-default tuxpaint-data chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then

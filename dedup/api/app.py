@@ -105,7 +105,7 @@ def create_app(
     )
     app.state.dedup = state
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit_for=_body_limits(max_upload_bytes))
+    app.add_middleware(BodyLimit, limit_for=_body_limits(max_upload_bytes), upload_limit=max_upload_bytes)
     _add_routes(app, state)
     return app
 
@@ -193,6 +193,10 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE_HTML, headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.head("/healthz", include_in_schema=False)
+    def healthz_head() -> Response:
+        return Response(status_code=200)
 
     @app.get("/healthz", tags=["status"])
     def healthz() -> dict[str, Any]:

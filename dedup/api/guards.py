@@ -98,14 +98,18 @@ def _field(error: object) -> str:
 class BodyLimit:
     """ASGI middleware refusing request bodies over a per-path byte limit with a JSON 413.
 
+    ``limit_for`` gives a path's body limit (None: unlimited); the answer names ``upload_limit``, the
+    per-file limit people know about (the body limit adds room for multipart overhead).
+
     A declared ``Content-Length`` over the limit is refused before anything is read; a body without
     one (chunked) is counted as it streams in and cut off the moment it passes the limit, so a client
     cannot make the server buffer more than the limit by lying about the length.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None], upload_limit: int) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.message = too_large(upload_limit).message
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.limit_for(scope.get("path", "")) if scope["type"] == "http" else None
@@ -114,7 +118,7 @@ class BodyLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_413(send, limit)
+            await _send_413(send, self.message)
             return
         state = {"received": 0, "over": False, "started": False}
 
@@ -124,14 +128,14 @@ class BodyLimit:
                 state["received"] += len(message.get("body", b""))
                 if state["received"] > limit:
                     state["over"] = True
-                    raise _BodyTooLarge(limit)
+                    raise _BodyTooLarge(self.message)
             return message
 
         async def guarded_send(message: Message) -> None:
             if state["over"] and not state["started"]:
                 # Whatever the framework made of the aborted read (a parse error, usually), it was a 413.
                 state["started"] = True
-                await _send_413(send, limit)
+                await _send_413(send, self.message)
                 return
             if state["over"]:
                 return
@@ -144,12 +148,12 @@ class BodyLimit:
         except _BodyTooLarge:
             if not state["started"]:
                 state["started"] = True
-                await _send_413(send, limit)
+                await _send_413(send, self.message)
 
 
 class _BodyTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, too_large(limit).message)
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -162,8 +166,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(error_body("upload_too_large", f"the request body is over the {limit:,}-byte limit")).encode()
+async def _send_413(send: Send, message: str) -> None:
+    body = json.dumps(error_body("upload_too_large", message)).encode()
     await send(
         {
             "type": "http.response.start",

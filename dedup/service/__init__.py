@@ -14,6 +14,7 @@ import os
 from dedup.config import StoreConfig
 from dedup.report import render_report
 from dedup.service.cache import EmbeddingCache
+from dedup.service.evaluation import evaluate, evaluation_text
 from dedup.service.ingest import ingest_folder
 from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
 from dedup.service.review import mark_pair
@@ -60,4 +61,6 @@ __all__ = [
     "thumbnails",
     "mark_pair",
     "DEFAULT_KEEP",
+    "evaluate",
+    "evaluation_text",
 ]

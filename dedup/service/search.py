@@ -93,8 +93,13 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def query_paths(store: Store, paths: Sequence[str | os.PathLike[str]], k: int) -> Iterator[QueryResult | ImageError]:
-    """Top-k catalog images for each query file, in input order; a bad file yields its ImageError."""
+def query_paths(
+    store: Store, paths: Sequence[str | os.PathLike[str]], k: int, category: str | None = None
+) -> Iterator[QueryResult | ImageError]:
+    """Top-k catalog images for each query file, in input order; a bad file yields its ImageError.
+
+    With ``category``, only images of products in that category (case-insensitive) are returned.
+    """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     encoder = store.encoder
@@ -105,7 +110,7 @@ def query_paths(store: Store, paths: Sequence[str | os.PathLike[str]], k: int) -
             yield exc
             continue
         vector = encoder.embed_images([loaded.image])[0]
-        yield _search(store, str(p), vector, k)
+        yield search_vector(store, str(p), vector, k, category)
 
 
 def query_bytes(

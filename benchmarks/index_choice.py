@@ -1,0 +1,227 @@
+"""Index choice: recall, latency and memory per vector of exact, IVF, HNSW and compressed FAISS indexes.
+
+    python benchmarks/index_choice.py                 # 10^6 vectors (about 10-15 minutes on 2 cores)
+    python benchmarks/index_choice.py --n 100000      # smaller, quicker
+
+The catalog is synthetic and clustered like ``report_scale.py``'s (product families of similar vectors,
+with planted near-duplicate copies), 128-dimensional unit vectors like the shipped model's. Two query sets:
+
+- *generic*: catalog vectors moved a similar-product distance away (0.4-0.6): recall@10 against exact
+  search, the usual measure;
+- *duplicate*: planted copies; a hit is the copy's original found among the top 10. This is what the
+  duplicate report and ``query`` need (DESIGN.md: graph indexes can lose planted pairs that IVF keeps).
+
+Per index and search setting: build seconds, bytes per vector (serialised size, and resident-memory growth
+while it was built), single-query latency p50/p99 (one query per call, as ``dedup query`` asks), batch
+throughput, and the two recalls. The exact index is dedup's own (``dedup.index.create_index``); the others
+are FAISS factory strings. Writes JSON (``--json``, default ``bench-data/index_choice.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # run from a fresh clone: no install needed
+
+from report_scale import DIM, make_catalog  # noqa: E402
+
+K = 10
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_queries(x: np.ndarray, planted: np.ndarray, nq: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Generic queries (catalog rows moved 0.4-0.6 away), duplicate queries (planted copies) and their originals."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(x), size=nq, replace=False)
+    noise = rng.normal(size=(nq, x.shape[1])).astype(np.float32)
+    noise *= (rng.uniform(0.4, 0.6, nq) / np.linalg.norm(noise, axis=1))[:, None]
+    generic = x[rows] + noise
+    generic /= np.linalg.norm(generic, axis=1, keepdims=True)
+    pick = planted[rng.choice(len(planted), size=min(nq, len(planted)), replace=False)]
+    return generic.astype(np.float32), np.ascontiguousarray(x[pick[:, 1]]), pick[:, 0]
+
+
+def _latency(search: Any, queries: np.ndarray, n: int = 300) -> tuple[float, float]:
+    """p50 and p99 milliseconds of one-query calls ``search(query (1, d), K)``."""
+    times = []
+    for q in queries[:n]:
+        t = time.perf_counter()
+        search(q[None, :], K)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def _recalls(ids_generic: np.ndarray, exact_generic: np.ndarray, ids_dup: np.ndarray, originals: np.ndarray) -> dict:
+    inter = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ids_generic, exact_generic, strict=True)]
+    return {
+        "recall_at_10": round(float(np.mean(inter)) / K, 4),
+        "duplicate_recall_at_10": round(
+            float(np.mean([o in row for o, row in zip(originals, ids_dup, strict=True)])), 4
+        ),
+    }
+
+
+def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: np.ndarray) -> tuple[dict, np.ndarray]:
+    """dedup's own exact index (FAISS IndexIDMap2 over IndexFlatIP); also the ground truth for generic queries."""
+    from dedup.index import create_index
+
+    before = rss_bytes()
+    t = time.perf_counter()
+    index = create_index(x.shape[1])
+    index.add(np.arange(len(x), dtype=np.int64), x)
+    build = time.perf_counter() - t
+    grown = rss_bytes() - before
+    t = time.perf_counter()
+    _, exact_generic = index.search(generic, K)
+    batch = time.perf_counter() - t
+    _, ids_dup = index.search(dup, K)
+    p50, p99 = _latency(index.search, generic)
+    tmp = ROOT / "bench-data" / f".index_choice_{os.getpid()}.faiss"
+    index.write(tmp)
+    size = tmp.stat().st_size
+    tmp.unlink()
+    row = {
+        "index": "exact (dedup FaissIndex: IDMap2 + FlatIP)",
+        "setting": "-",
+        "build_seconds": round(build, 2),
+        "bytes_per_vector_file": round(size / len(x), 1),
+        "bytes_per_vector_rss": round(grown / len(x), 1),
+        "p50_ms": round(p50, 3),
+        "p99_ms": round(p99, 3),
+        "batch_qps": round(len(generic) / batch, 1),
+        **_recalls(exact_generic, exact_generic, ids_dup, originals),
+    }
+    del index
+    gc.collect()
+    return row, exact_generic
+
+
+def bench_faiss(
+    name: str,
+    factory: str,
+    x: np.ndarray,
+    generic: np.ndarray,
+    dup: np.ndarray,
+    originals: np.ndarray,
+    exact_generic: np.ndarray,
+    param: str,
+    values: list[int],
+    train_size: int,
+) -> list[dict]:
+    """Build one FAISS factory index with our ids and measure it at each value of its search parameter."""
+    import faiss
+
+    before = rss_bytes()
+    t = time.perf_counter()
+    index = faiss.index_factory(x.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        rng = np.random.default_rng(1)
+        sample = x[rng.choice(len(x), size=min(len(x), train_size), replace=False)]
+        index.train(sample)
+    if "HNSW" in factory:
+        index = faiss.IndexIDMap(index)  # HNSW cannot take ids itself
+    index.add_with_ids(x, np.arange(len(x), dtype=np.int64))
+    build = time.perf_counter() - t
+    grown = rss_bytes() - before
+    size = len(faiss.serialize_index(index))
+    params = faiss.ParameterSpace()
+    rows = []
+    for v in values:
+        params.set_index_parameter(index, param, v)
+        t = time.perf_counter()
+        _, ids_generic = index.search(generic, K)
+        batch = time.perf_counter() - t
+        _, ids_dup = index.search(dup, K)
+        p50, p99 = _latency(index.search, generic)
+        rows.append(
+            {
+                "index": f"{name} ({factory})",
+                "setting": f"{param}={v}",
+                "build_seconds": round(build, 2),
+                "bytes_per_vector_file": round(size / len(x), 1),
+                "bytes_per_vector_rss": round(grown / len(x), 1),
+                "p50_ms": round(p50, 3),
+                "p99_ms": round(p99, 3),
+                "batch_qps": round(len(generic) / batch, 1),
+                **_recalls(ids_generic, exact_generic, ids_dup, originals),
+            }
+        )
+        print(_line(rows[-1]), flush=True)
+    del index
+    gc.collect()
+    return rows
+
+
+def _line(r: dict) -> str:
+    return (
+        f"{r['index']:<44} {r['setting']:<14} build {r['build_seconds']:7.1f} s  "
+        f"{r['bytes_per_vector_file']:6.0f} B/vec (rss {r['bytes_per_vector_rss']:6.0f})  "
+        f"p50 {r['p50_ms']:7.3f} ms  p99 {r['p99_ms']:7.3f} ms  {r['batch_qps']:9.0f} q/s  "
+        f"R@10 {r['recall_at_10']:.3f}  dup R@10 {r['duplicate_recall_at_10']:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="catalog vectors")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default about 4 sqrt(n))")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ivf", "hnsw", "pq"], help="leave these out")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "index_choice.json")
+    args = parser.parse_args()
+    import faiss
+
+    started = time.perf_counter()
+    x, planted = make_catalog(args.n)
+    generic, dup, originals = make_queries(x, planted, args.queries, seed=2)
+    nlist = args.nlist or int(2 ** round(np.log2(4 * np.sqrt(args.n))))
+    train = min(args.n, 50 * nlist)
+    print(
+        f"{args.n:,} vectors x {DIM}, {len(generic)} generic + {len(dup)} duplicate queries, "
+        f"FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads, nlist {nlist}",
+        flush=True,
+    )
+    rows = []
+    exact_row, exact_generic = bench_exact(x, generic, dup, originals)
+    rows.append(exact_row)
+    print(_line(exact_row), flush=True)
+    common = (x, generic, dup, originals, exact_generic)
+    if "ivf" not in args.skip:
+        rows += bench_faiss("IVF", f"IVF{nlist},Flat", *common, "nprobe", [1, 4, 16, 64], train)
+    if "hnsw" not in args.skip:
+        rows += bench_faiss("HNSW", "HNSW32,Flat", *common, "efSearch", [16, 64, 128], train)
+    if "pq" not in args.skip:
+        # 32-byte codes + the 8-byte id each IVF list keeps: 40 bytes a vector, under the 64-byte target.
+        rows += bench_faiss("OPQ-IVF-PQ", f"OPQ32,IVF{nlist},PQ32", *common, "nprobe", [4, 16, 64], train)
+    result = {
+        "n": args.n,
+        "dim": DIM,
+        "queries": len(generic),
+        "nlist": nlist,
+        "threads": faiss.omp_get_max_threads(),
+        "faiss": faiss.__version__,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"{result['seconds']} s; JSON written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

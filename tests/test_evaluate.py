@@ -1,0 +1,180 @@
+"""``evaluate`` on the ingested sample catalog and its truth.csv: structure, consistency, and floors.
+
+The floors sit well below what the shipped model measures (docs/benchmarks.md), so they catch a broken
+pipeline or a much worse model, not ordinary retraining noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import xml.dom.minidom
+from pathlib import Path
+
+import pytest
+
+from dedup.errors import InputError
+from dedup.service import Store, evaluate, evaluation_text
+from dedup.service.evaluation import read_queries, read_truth
+from dedup.types import IngestSummary
+from tests.conftest import SAMPLE_QUERIES
+
+# Floors (measured with the shipped model: see docs/benchmarks.md, "dedup evaluate on the samples").
+MIN_PAIR_F1 = 0.5
+MIN_BCUBED_F1 = 0.8
+MIN_QUERY_RECALL_AT_5 = 0.25
+
+
+@pytest.fixture(scope="module")
+def queries_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample phone photos as a path,group CSV: the stem before ``__phone`` names the group."""
+    path = tmp_path_factory.mktemp("queries") / "queries.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "group"])
+        for p in sorted(SAMPLE_QUERIES.glob("*__phone.jpg")):
+            w.writerow([str(p), p.name.removesuffix("__phone.jpg")])
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(ingested: tuple[Store, IngestSummary], sample_copy: Path, queries_csv: Path, tmp_path_factory) -> dict:
+    store, _ = ingested
+    svg = tmp_path_factory.mktemp("sweep") / "sweep.svg"
+    return evaluate(store, sample_copy / "truth.csv", queries_csv=queries_csv, sweep_svg=svg)
+
+
+def test_every_truth_image_is_scored_from_the_catalog(result: dict, sample_copy: Path) -> None:
+    listed = len(read_truth(sample_copy / "truth.csv").paths)
+    assert result["form"] == "groups"
+    assert result["images"] == {"listed": listed, "in_catalog": listed, "embedded": 0, "unusable": 0}
+    pairs = result["pairs"]
+    assert pairs["positives"] + pairs["negatives"] == listed * (listed - 1) // 2
+    assert result["threshold_source"] == "model card"
+
+
+def test_kinds_from_the_truth_are_scored_separately(result: dict) -> None:
+    kinds = result["by_kind"]
+    assert {"crop_90", "pad", "hflip", "watermark", "exact_copy"} <= set(kinds)
+    assert "original" not in kinds
+    # Colour variants are groups of their own: their pairs are all negatives.
+    variants = [s for k, s in kinds.items() if k.startswith("variant_")]
+    assert variants and all(s["positives"] == 0 and s["recall"] is None for s in variants)
+    # Exact copies are the same bytes: every one matches its original at any threshold.
+    assert kinds["exact_copy"]["recall"] == 1.0
+
+
+def test_floors(result: dict) -> None:
+    assert result["pairs"]["f1"] >= MIN_PAIR_F1
+    assert result["clusters"]["f1"] >= MIN_BCUBED_F1
+    queries = result["queries"]
+    assert queries["count"] == len(list(SAMPLE_QUERIES.glob("*__phone.jpg"))) and not queries["failed"]
+    assert queries["recall_at_5"] >= MIN_QUERY_RECALL_AT_5
+    assert queries["recall_at_1"] <= queries["recall_at_5"] and queries["mrr"] <= 1.0
+
+
+def test_best_threshold_reproduces_its_scores(
+    ingested: tuple[Store, IngestSummary], sample_copy: Path, result: dict
+) -> None:
+    store, _ = ingested
+    best = result["best_f1"]
+    again = evaluate(store, sample_copy / "truth.csv", threshold=best["threshold"])
+    assert again["threshold_source"] == "given"
+    assert again["pairs"]["f1"] == pytest.approx(best["f1"], abs=1e-4)
+    assert again["pairs"]["f1"] >= result["pairs"]["f1"] - 1e-9
+
+
+def test_sweep_svg_is_written(result: dict) -> None:
+    path = Path(result["sweep_svg"])
+    doc = xml.dom.minidom.parse(str(path))  # well-formed XML
+    assert doc.documentElement.tagName == "svg"
+    text = path.read_text()
+    assert "polyline" in text and "threshold" in text
+
+
+def test_text_summary(result: dict) -> None:
+    text = evaluation_text(result)
+    assert "B-cubed" in text and "Recall@1" in text and "crop_90" in text
+
+
+def test_labelled_pairs_with_files_outside_the_catalog(
+    ingested: tuple[Store, IngestSummary], sample_copy: Path
+) -> None:
+    store, _ = ingested
+    phone = SAMPLE_QUERIES / "chick__phone.jpg"  # not in the catalog: embedded on the fly
+    rows = [
+        ("duplicates/chick__exact_copy.jpg", "duplicates/chick__resize_50.jpg", "1"),
+        ("duplicates/chick__exact_copy.jpg", str(phone), "1"),
+        ("duplicates/chick__exact_copy.jpg", "variants/sedan__variant_orange.jpg", "0"),
+        ("broken/empty.jpg", "duplicates/chick__resize_50.jpg", "0"),  # unusable: left out
+    ]
+    path = sample_copy / "pairs_truth.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path_a", "path_b", "label"])
+        w.writerows(rows)
+    out = evaluate(store, path)
+    assert out["form"] == "pairs" and out["clusters"] is None
+    assert out["images"]["embedded"] == 1 and out["images"]["unusable"] == 1
+    assert out["unusable"][0]["path"].endswith("empty.jpg")
+    assert out["pairs"]["positives"] == 2 and out["pairs"]["negatives"] == 1
+
+
+def test_queries_by_product_id(ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path: Path) -> None:
+    store, _ = ingested
+    with open(sample_copy / "products.csv", newline="") as fh:
+        products = {row["path"]: row["product_id"] for row in csv.DictReader(fh)}
+    truth = read_truth(sample_copy / "truth.csv")
+    sizes: dict[str, int] = {}
+    for g in truth.groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    # Originals without copies or variants: each is its own nearest neighbour, alone at distance 0.
+    alone = [p for p, g in zip(truth.paths, truth.groups, strict=True) if sizes[g] == 1 and "variant" not in g][:3]
+    path = tmp_path / "q.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "product_id"])
+        for p in alone:
+            w.writerow([str(p), products[p.relative_to(sample_copy.resolve()).as_posix()]])
+    out = evaluate(store, sample_copy / "truth.csv", queries_csv=path)
+    assert out["queries"]["by"] == "product_id"
+    assert out["queries"]["recall_at_1"] == 1.0 and out["queries"]["mrr"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("header", "row", "message"),
+    [
+        ("path,product_id", "a.jpg,SKU-1", "expected path,group"),
+        ("path,group", "a.jpg,", "group is empty"),
+        ("path_a,path_b,label", "a.jpg,b.jpg,maybe", "label must be"),
+        ("path,group", ",g", "path is empty"),
+    ],
+)
+def test_malformed_truth_is_refused(tmp_path: Path, header: str, row: str, message: str) -> None:
+    path = tmp_path / "truth.csv"
+    path.write_text(f"{header}\n{row}\n")
+    with pytest.raises(InputError, match=message):
+        read_truth(path)
+
+
+def test_a_path_in_two_groups_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "truth.csv"
+    path.write_text("path,group\na.jpg,g1\nsub/../a.jpg,g2\n")
+    with pytest.raises(InputError, match="two groups"):
+        read_truth(path)
+
+
+def test_truth_paths_are_relative_to_the_csv(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "truth.csv"
+    path.write_text("path,group,kind\nx.jpg,g,original\n../y.jpg,g,crop\nx.jpg,g,original\n")
+    truth = read_truth(path)
+    assert truth.paths == [(tmp_path / "sub" / "x.jpg").resolve(), (tmp_path / "y.jpg").resolve()]
+    assert truth.kinds == ["original", "crop"]
+    qpath = tmp_path / "q.csv"
+    qpath.write_text("path,group\nsub/x.jpg,g\n")
+    assert read_queries(qpath) == ("group", [((tmp_path / "sub" / "x.jpg").resolve(), "g")])
+
+
+def test_missing_truth_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        read_truth(tmp_path / "nope.csv")
