@@ -240,3 +240,48 @@ def copy_model(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
     for name in [CARD_NAME, *[f for f in card["files"].values() if f]]:
         shutil.copy2(src / name, dst / name)
+
+
+def recalibrate(
+    model_dir: Path,
+    data_dir: Path | None = None,
+    *,
+    seed: int | None = None,
+    target: float = 0.99,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Redo a model's threshold calibration on the validation identities it was trained with.
+
+    Rebuilds the same pool and split as training (same data, views, colour variants and seed, read from
+    the card), embeds the validation views with the shipped runtime, and writes the new threshold and
+    metrics into the card. Returns the updated card.
+    """
+    from dedup.embedding.card import read_card, write_card
+    from dedup.embedding.encoder import load_encoder
+    from dedup.training.calibrate import calibrate
+
+    card = read_card(model_dir)
+    train = card.get("training", {})
+    seed = int(train.get("seed", 0)) if seed is None else seed
+    data = card.get("data", {})
+    views = int(data.get("views_per_identity", 16))
+    n_variants = 1 if data.get("colour_variant_identities") else 0
+    val_fraction = data.get("val_identities", 0) / max(1, data.get("identities_with_colour_variants", 1))
+    ids = data_mod.add_colour_variants(data_mod.load_identities(data_dir), n_variants, seed)
+    pool = data_mod.build_pool(ids, views, int(card["input_size"]), seed, workers=workers)
+    _, val_idx = data_mod.split_groups(pool, round(val_fraction, 3) or 0.1, seed)
+    encoder = load_encoder(model_dir)
+    views_arr = pool.views[val_idx]
+    n, v = views_arr.shape[:2]
+    flat = views_arr.reshape(n * v, *views_arr.shape[2:])
+    emb = np.concatenate([encoder.embed(flat[i : i + 256]) for i in range(0, len(flat), 256)]).reshape(n, v, -1)
+    metrics = calibrate(emb, pool, val_idx, target=target, seed=seed)
+    card["validation"] = metrics
+    card["threshold"] = metrics["threshold"]
+    card.setdefault("calibration_history", []).append(
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threshold": metrics["threshold"],
+         "runtime": encoder.runtime}
+    )
+    write_card(model_dir, card)
+    log.info("recalibrated %s: threshold %.4f", model_dir, metrics["threshold"])
+    return card
