@@ -19,10 +19,12 @@ from dedup.training.sources import tuxpaint_images
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = 8
 
-MIN_PAIR_RECALL = 0.6
-MIN_PAIR_PRECISION = 0.6
-MIN_PHONE_RECALL_AT_5 = 0.5
-MIN_BCUBED_F1 = 0.6
+# Measured with the shipped model on this small set: pair recall 0.96, precision 1.0, phone Recall@5 1.0
+# (top-1 0.81), B-cubed F1 0.97. On the full test split precision is 0.71 (docs/benchmarks.md).
+MIN_PAIR_RECALL = 0.7
+MIN_PAIR_PRECISION = 0.5
+MIN_PHONE_RECALL_AT_5 = 0.6
+MIN_BCUBED_F1 = 0.7
 
 pytestmark = [
     pytest.mark.slow,

@@ -18,10 +18,11 @@ from dedup.service.evaluation import read_queries, read_truth
 from dedup.types import IngestSummary
 from tests.conftest import SAMPLE_QUERIES
 
-# Floors (measured with the shipped model: see docs/benchmarks.md, "dedup evaluate on the samples").
-MIN_PAIR_F1 = 0.5
-MIN_BCUBED_F1 = 0.8
-MIN_QUERY_RECALL_AT_5 = 0.25
+# Floors. Measured with the shipped model (docs/benchmarks.md, "dedup evaluate on the samples"): pair F1 0.84,
+# B-cubed F1 0.94, Recall@5 of the 8 phone photos 0.375 (3 of 8).
+MIN_PAIR_F1 = 0.6
+MIN_BCUBED_F1 = 0.75
+MIN_QUERY_RECALL_AT_5 = 0.125
 
 
 @pytest.fixture(scope="module")

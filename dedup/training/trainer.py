@@ -279,8 +279,11 @@ def recalibrate(
     card["validation"] = metrics
     card["threshold"] = metrics["threshold"]
     card.setdefault("calibration_history", []).append(
-        {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "threshold": metrics["threshold"],
-         "runtime": encoder.runtime}
+        {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "threshold": metrics["threshold"],
+            "runtime": encoder.runtime,
+        }
     )
     write_card(model_dir, card)
     log.info("recalibrated %s: threshold %.4f", model_dir, metrics["threshold"])
