@@ -401,6 +401,26 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
         run_server(store, host=host, port=port)
 
 
+@cli.command()
+@click.argument("pairs_csv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option("--target-precision", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True)
+@click.pass_context
+def calibrate(ctx: click.Context, pairs_csv: str, out_dir: str, target_precision: float) -> None:
+    """Choose the duplicate threshold on your own labelled pairs (CSV: path_a,path_b,label).
+
+    Writes a copy of the model with the new threshold to --out; use it with --model.
+    """
+    from dedup.service.calibration import calibrate_threshold
+
+    with _open(ctx) as store:
+        r = calibrate_threshold(store, pairs_csv, out_dir, target_precision)
+    click.echo(
+        f"threshold {r['threshold']} (was {r['previous_threshold']}): precision {r['precision']}, "
+        f"recall {r['recall']} on {r['pairs']} pairs -> {out_dir}"
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="dedup")
