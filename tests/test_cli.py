@@ -153,3 +153,25 @@ def test_interrupted_ingest_is_completed_by_the_next_run(tmp_path: Path, sig: si
         assert len(known) == 400  # every file once, no duplicate rows
         assert s.catalog.stats()["images"]["ok"] == 400  # type: ignore[index]
         _index_matches_catalog(s)
+
+
+def test_evaluate_against_the_sample_truth(cli_store: Path, sample_copy: Path, tmp_path: Path) -> None:
+    svg = tmp_path / "sweep.svg"
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--store",
+            str(cli_store),
+            "evaluate",
+            str(sample_copy / "truth.csv"),
+            "--sweep",
+            str(svg),
+            "--format",
+            "json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    text = json.dumps(payload)
+    assert "precision" in text and "recall" in text
+    assert svg.read_text().lstrip().startswith("<")
