@@ -245,7 +245,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit of one HTTP run")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the stores")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench-data" / "query_latency.json")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench-data" / "query_latency.json"
+    )
     args = parser.parse_args()
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dedup-qlat-"))
@@ -292,6 +294,7 @@ def main() -> None:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     results["loadavg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
     print()
