@@ -28,24 +28,30 @@ THRESHOLD = 0.3
 
 
 def make_catalog(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n unit vectors: families of similar products, 10 % of them with 1-3 planted near copies.
+    """n unit vectors: families of similar products, 1/6 of them planted near copies of another row.
 
-    Returns the vectors and the planted pairs (row positions).
+    Returns the vectors and the planted pairs (row positions). Built in one preallocated array, in chunks,
+    so the benchmark's own data costs one copy of the catalog (n × 512 bytes), as a loaded catalog would.
     """
     rng = np.random.default_rng(seed)
     n_orig = int(n / 1.2)
     families = rng.normal(size=(max(1, n_orig // 50), DIM)).astype(np.float32)
-    x = families[rng.integers(0, len(families), n_orig)] + 0.6 * rng.normal(size=(n_orig, DIM)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    copies, pairs = [], []
-    src = rng.choice(n_orig, size=n - n_orig, replace=True)
-    for k, s in enumerate(src):
-        noise = rng.normal(size=DIM).astype(np.float32)
-        noise *= rng.uniform(0.05, 0.2) / np.linalg.norm(noise)  # distance to the original ≈ 0.05-0.2
+    x = np.empty((n, DIM), dtype=np.float32)
+    chunk = 100_000
+    for start in range(0, n_orig, chunk):
+        m = min(chunk, n_orig - start)
+        block = families[rng.integers(0, len(families), m)] + 0.6 * rng.normal(size=(m, DIM)).astype(np.float32)
+        x[start : start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    src = rng.choice(n_orig, size=n - n_orig, replace=True).astype(np.int64)
+    for start in range(0, len(src), chunk):
+        s = src[start : start + chunk]
+        noise = rng.normal(size=(len(s), DIM)).astype(np.float32)
+        # Distance to the original ≈ 0.05-0.2.
+        noise *= (rng.uniform(0.05, 0.2, size=len(s)) / np.linalg.norm(noise, axis=1)).astype(np.float32)[:, None]
         v = x[s] + noise
-        copies.append(v / np.linalg.norm(v))
-        pairs.append((int(s), n_orig + k))
-    return np.concatenate([x, np.asarray(copies, np.float32)]), np.asarray(pairs, np.int64)
+        x[n_orig + start : n_orig + start + len(s)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    pairs = np.stack([src, np.arange(n_orig, n, dtype=np.int64)], axis=1)
+    return x, pairs
 
 
 def run_one(n: int, exact: bool) -> dict[str, float]:

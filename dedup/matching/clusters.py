@@ -69,12 +69,23 @@ def keeper_clusters(
     n = len(ids)
     if n == 0:
         return []
-    pos_of = {int(i): p for p, i in enumerate(ids.tolist())}
-    must = [(pos_of[a], pos_of[b]) for a, b in must_link if a in pos_of and b in pos_of]
+    # Id → row position by binary search: a dict over 10^6 ids would cost ~100 MB.
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+
+    def position(image_id: int) -> int | None:
+        k = int(np.searchsorted(sorted_ids, image_id))
+        return int(order[k]) if k < n and sorted_ids[k] == image_id else None
+
+    must: list[tuple[int, int]] = []
+    for a, b in must_link:
+        pa, pb = position(a), position(b)
+        if pa is not None and pb is not None:
+            must.append((pa, pb))
     cannot: set[tuple[int, int]] = set()
     for a, b in cannot_link:
-        if a in pos_of and b in pos_of:
-            pa, pb = pos_of[a], pos_of[b]
+        pa, pb = position(a), position(b)
+        if pa is not None and pb is not None:
             cannot.add((min(pa, pb), max(pa, pb)))
 
     graph = _UnionFind(n)
