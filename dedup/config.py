@@ -24,6 +24,8 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 BATCH_SIZE = 64
 #: Seconds between index saves during a long ingest (the index is also saved at the end).
 INDEX_SAVE_INTERVAL_S = 30.0
+#: Catalogs with at least this many vectors get an IVF index (sub-millisecond queries) instead of an exact one.
+IVF_MIN_VECTORS = 100_000
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
 

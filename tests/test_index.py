@@ -217,7 +217,7 @@ def test_inputs_are_checked(kind: str) -> None:
 
 
 def test_unknown_kind_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="flat, numpy"):
+    with pytest.raises(ConfigError, match="flat, ivf, numpy"):
         create_index(8, "hnsw")
     with pytest.raises(ConfigError, match="dim"):
         create_index(0)
@@ -318,7 +318,7 @@ def test_bad_or_dangling_sidecar_raises_store_error(tmp_path: Path) -> None:
     (tmp_path / INFO_FILE).write_text("{not json")
     with pytest.raises(StoreError, match="sidecar"):
         load_index(tmp_path)
-    (tmp_path / INFO_FILE).write_text(json.dumps({**info.to_json(), "kind": "ivf"}))
+    (tmp_path / INFO_FILE).write_text(json.dumps({**info.to_json(), "kind": "hnsw"}))
     with pytest.raises(StoreError, match="valid kinds"):
         load_index(tmp_path)
     (tmp_path / INFO_FILE).write_text(json.dumps(info.to_json()))
@@ -347,3 +347,57 @@ def test_importing_dedup_index_does_not_import_faiss() -> None:
     repo_root = Path(__file__).resolve().parents[1]  # so the checkout is importable without installing
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo_root)
     assert out.stdout.strip() == "False"
+
+
+# -- IVF ---------------------------------------------------------------------------------------------------
+
+
+def _clustered_with_copies(seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3,000 unit vectors in 60 families, plus 300 near copies (distance ≈ 0.05) of the first 300 rows."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(60, 32)).astype(np.float32)
+    base = centres[rng.integers(0, 60, 3000)] + 0.5 * rng.normal(size=(3000, 32)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    noise = rng.normal(size=(300, 32)).astype(np.float32)
+    copies = base[:300] + 0.05 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    copies /= np.linalg.norm(copies, axis=1, keepdims=True)
+    vectors = np.concatenate([base, copies]).astype(np.float32)
+    ids = np.arange(10_000, 10_000 + len(vectors), dtype=np.int64)
+    return ids, vectors, ids[3000:]
+
+
+def test_ivf_finds_planted_copies_like_the_reference() -> None:
+    from dedup.index import create_index
+
+    ids, vectors, copy_ids = _clustered_with_copies()
+    ivf = create_index(32, "ivf")
+    ivf.add(ids, vectors)
+    ref = NumpyIndex(32)
+    ref.add(ids, vectors)
+    _, got = ivf.search(vectors[:300], 2)  # each original: itself, then its copy
+    _, want = ref.search(vectors[:300], 2)
+    assert np.mean(got[:, 1] == want[:, 1]) >= 0.99
+    assert set(got[:, 1].tolist()) <= set(copy_ids.tolist()) | set(ids.tolist())
+    found = ivf.range_search(vectors[:50], 0.1)
+    assert all(copy_ids[i] in hits.tolist() for i, (_, hits) in enumerate(found))
+
+
+def test_ivf_replace_remove_save_and_load(tmp_path: Path) -> None:
+    from dedup.index import IndexInfo, create_index, load_index, save_index
+
+    ids, vectors, _ = _clustered_with_copies()
+    ivf = create_index(32, "ivf")
+    assert len(ivf) == 0 and ivf.search(vectors[:1], 3)[1][0].tolist() == [-1, -1, -1]
+    ivf.add(ids, vectors)
+    ivf.add(ids[:5], vectors[:5])  # re-adding replaces
+    assert len(ivf) == len(ids)
+    assert ivf.remove(ids[:10]) == 10 and len(ivf) == len(ids) - 10
+    np.testing.assert_array_equal(ivf.ids(), ids[10:])
+    np.testing.assert_allclose(ivf.reconstruct(ids[20:23]), vectors[20:23], atol=1e-6)
+    save_index(ivf, IndexInfo("m", 32, len(ivf), 7, kind="ivf"), tmp_path)
+    loaded = load_index(tmp_path)
+    assert loaded is not None
+    index, info = loaded
+    assert info.kind == "ivf" and index.kind == "ivf" and len(index) == len(ivf)
+    d, i = index.search(vectors[30:31], 1)
+    assert i[0, 0] == ids[30] and d[0, 0] < 1e-3

@@ -158,3 +158,21 @@ def test_missing_folder_is_an_input_error(store: Store, tmp_path: Path) -> None:
 
     with pytest.raises(InputError):
         ingest_folder(store, tmp_path / "nope")
+
+
+def test_large_catalogs_get_an_ivf_index(tmp_path: Path) -> None:
+    from dedup.config import StoreConfig
+
+    folder = tmp_path / "photos"
+    paths = _make_images(folder, 30)
+    config = StoreConfig.resolve(tmp_path / "s")
+    with Store(config, ivf_min_vectors=20) as store:  # 30 images: over the limit
+        ingest_folder(store, folder)
+    with Store(config, ivf_min_vectors=20) as store:
+        assert store.index.kind == "ivf"
+        _index_matches_catalog(store)
+        top = next(iter(query_paths(store, [paths[7]], k=1)))
+        assert isinstance(top, QueryResult) and Path(top.hits[0].image.path) == paths[7]
+    with Store(config, ivf_min_vectors=1000) as store:  # under the limit again: rebuilt as exact
+        assert store.index.kind == "flat"
+        _index_matches_catalog(store)

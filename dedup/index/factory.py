@@ -5,11 +5,13 @@ from __future__ import annotations
 from dedup.errors import ConfigError
 from dedup.index.base import VectorIndex, check_dim
 from dedup.index.faiss_index import FaissIndex
+from dedup.index.ivf_index import IVFIndex
 from dedup.index.reference import NumpyIndex
 
-#: Kind name → implementation. "ivf" and "hnsw" will join here (and in the sidecar's ``kind``).
+#: Kind name → implementation (the sidecar's ``kind``).
 INDEX_KINDS: dict[str, type[VectorIndex]] = {
     "flat": FaissIndex,  # exact inner product in FAISS: the default
+    "ivf": IVFIndex,  # inverted lists: large catalogs (see dedup.config.IVF_MIN_VECTORS)
     "numpy": NumpyIndex,  # exact brute force in numpy: the reference
 }
 
@@ -24,7 +26,7 @@ def index_class(kind: str) -> type[VectorIndex]:
 
 
 def create_index(dim: int, kind: str = "flat") -> VectorIndex:
-    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat" or "numpy")."""
+    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat", "ivf" or "numpy")."""
     cls = index_class(kind)
     try:
         dim = check_dim(dim)

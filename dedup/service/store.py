@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dedup.config import StoreConfig
+from dedup.config import IVF_MIN_VECTORS, StoreConfig
 from dedup.errors import StoreError
 
 if TYPE_CHECKING:  # heavy modules load only when a job needs them
@@ -31,9 +31,15 @@ class Store:
     its sidecar (model id, count, catalog generation) disagrees with the catalog.
     """
 
-    def __init__(self, config: StoreConfig, model_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        config: StoreConfig,
+        model_dir: str | os.PathLike[str] | None = None,
+        ivf_min_vectors: int = IVF_MIN_VECTORS,
+    ) -> None:
         self.config = config
         self.model_dir = Path(model_dir) if model_dir else None
+        self.ivf_min_vectors = ivf_min_vectors
         self._catalog: Catalog | None = None
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
@@ -86,7 +92,8 @@ class Store:
             log.warning("index unusable, rebuilding from the catalog: %s", exc)
         if loaded is not None:
             index, info = loaded
-            if info.model_id == model_id and info.generation == generation and len(index) == info.count:
+            fresh = info.model_id == model_id and info.generation == generation and len(index) == info.count
+            if fresh and index.kind == self._kind_for(info.count):
                 return index
             log.info(
                 "index is stale (model %s, generation %d; catalog has model %s, generation %d): rebuilding",
@@ -96,13 +103,17 @@ class Store:
                 generation,
             )
         ids, vectors = self.catalog.indexed_vectors(model_id)
-        index = create_index(self.encoder.dim)
+        index = create_index(self.encoder.dim, self._kind_for(len(ids)))
         if len(ids):
             index.add(ids, vectors)
         self._index, self._index_generation = index, generation
         self.save_index(force=True)
         log.info("index rebuilt from the catalog: %d vectors", len(index))
         return index
+
+    def _kind_for(self, count: int) -> str:
+        """Exact search for small catalogs, IVF from ``ivf_min_vectors`` on (the index is rebuilt on crossing)."""
+        return "ivf" if count >= max(1, self.ivf_min_vectors) else "flat"
 
     def update_index(
         self,
@@ -136,6 +147,7 @@ class Store:
             dim=self.encoder.dim,
             count=len(self._index),
             generation=self._index_generation,
+            kind=self._index.kind,
         )
         save_index(self._index, info, self.config.index_dir)
         self._last_save = now
