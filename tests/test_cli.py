@@ -129,7 +129,8 @@ def _count_rows(db: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_ingest_is_completed_by_the_next_run(tmp_path: Path, sig: signal.Signals) -> None:
     folder = tmp_path / "photos"
-    _make_images(folder, 400, size=120)
+    n = 800  # enough batches that the signal lands mid-run even on a fast machine
+    _make_images(folder, n, size=120)
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "dedup", "--store", str(store), "ingest", str(folder)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -144,14 +145,14 @@ def test_interrupted_ingest_is_completed_by_the_next_run(tmp_path: Path, sig: si
     if sig == signal.SIGINT:
         assert proc.returncode == 130, err.decode()
     done = _count_rows(store / "catalog.sqlite")
-    assert 0 < done < 400
+    assert 0 < done < n
 
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     with open_store(store) as s:
         known = s.catalog.known_files()
-        assert len(known) == 400  # every file once, no duplicate rows
-        assert s.catalog.stats()["images"]["ok"] == 400  # type: ignore[index]
+        assert len(known) == n  # every file once, no duplicate rows
+        assert s.catalog.stats()["images"]["ok"] == n  # type: ignore[index]
         _index_matches_catalog(s)
 
 
