@@ -76,6 +76,31 @@ def _recalls(ids_generic: np.ndarray, exact_generic: np.ndarray, ids_dup: np.nda
     }
 
 
+def _row(
+    index: str,
+    setting: str,
+    build: float,
+    file_bytes: int,
+    rss_bytes_grown: int,
+    n: int,
+    latency: tuple[float, float],
+    qps: float,
+    recalls: dict,
+) -> dict:
+    """One result row: sizes per vector, latency percentiles, batch throughput and recalls."""
+    return {
+        "index": index,
+        "setting": setting,
+        "build_seconds": round(build, 2),
+        "bytes_per_vector_file": round(file_bytes / n, 1),
+        "bytes_per_vector_rss": round(rss_bytes_grown / n, 1),
+        "p50_ms": round(latency[0], 3),
+        "p99_ms": round(latency[1], 3),
+        "batch_qps": round(qps, 1),
+        **recalls,
+    }
+
+
 def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: np.ndarray) -> tuple[dict, np.ndarray]:
     """dedup's own exact index (FAISS IndexIDMap2 over IndexFlatIP); also the ground truth for generic queries."""
     from dedup.index import create_index
@@ -95,17 +120,17 @@ def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: 
     index.write(tmp)
     size = tmp.stat().st_size
     tmp.unlink()
-    row = {
-        "index": "exact (dedup FaissIndex: IDMap2 + FlatIP)",
-        "setting": "-",
-        "build_seconds": round(build, 2),
-        "bytes_per_vector_file": round(size / len(x), 1),
-        "bytes_per_vector_rss": round(grown / len(x), 1),
-        "p50_ms": round(p50, 3),
-        "p99_ms": round(p99, 3),
-        "batch_qps": round(len(generic) / batch, 1),
-        **_recalls(exact_generic, exact_generic, ids_dup, originals),
-    }
+    row = _row(
+        "exact (dedup FaissIndex: IDMap2 + FlatIP)",
+        "-",
+        build,
+        size,
+        grown,
+        len(x),
+        (p50, p99),
+        len(generic) / batch,
+        _recalls(exact_generic, exact_generic, ids_dup, originals),
+    )
     del index
     gc.collect()
     return row, exact_generic
@@ -149,17 +174,17 @@ def bench_faiss(
         _, ids_dup = index.search(dup, K)
         p50, p99 = _latency(index.search, generic)
         rows.append(
-            {
-                "index": f"{name} ({factory})",
-                "setting": f"{param}={v}",
-                "build_seconds": round(build, 2),
-                "bytes_per_vector_file": round(size / len(x), 1),
-                "bytes_per_vector_rss": round(grown / len(x), 1),
-                "p50_ms": round(p50, 3),
-                "p99_ms": round(p99, 3),
-                "batch_qps": round(len(generic) / batch, 1),
-                **_recalls(ids_generic, exact_generic, ids_dup, originals),
-            }
+            _row(
+                f"{name} ({factory})",
+                f"{param}={v}",
+                build,
+                size,
+                grown,
+                len(x),
+                (p50, p99),
+                len(generic) / batch,
+                _recalls(ids_generic, exact_generic, ids_dup, originals),
+            )
         )
         print(_line(rows[-1]), flush=True)
     del index

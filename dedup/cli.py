@@ -291,18 +291,7 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
     with _open(ctx) as store:
         r = compare_paths(store, image_a, image_b)
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "a": r.path_a,
-                    "b": r.path_b,
-                    "similarity": round(r.similarity, 6),
-                    "distance": round(r.distance, 6),
-                    "threshold": r.threshold,
-                    "duplicate": r.duplicate,
-                }
-            )
-        )
+        click.echo(json.dumps(r.as_dict()))
     else:
         verdict = "near-duplicates" if r.duplicate else "different"
         click.echo(f"similarity {r.similarity:.4f}, distance {r.distance:.4f} (threshold {r.threshold:.4f}): {verdict}")

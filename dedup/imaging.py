@@ -108,8 +108,8 @@ def decode_bytes(
                 long_side = max(w, h)
                 img.draft("RGB", (max(1, -(-target * w // long_side)), max(1, -(-target * h // long_side))))
             img.load()
-            rgb = _to_rgb(img)
-            rgb = _apply_orientation(img, rgb)
+            orientation = _orientation(img)
+            rgb = _apply_orientation(_to_rgb(img), orientation)
     except ImageError:
         raise
     except UnidentifiedImageError as exc:
@@ -122,7 +122,7 @@ def decode_bytes(
             raise ImageError(name, "truncated", f"the image data is truncated ({msg or 'unexpected end'})") from exc
         raise ImageError(name, "corrupt", f"the image data is corrupt ({msg or type(exc).__name__})") from exc
     # Original size after orientation: a 90° EXIF rotation swaps the sides.
-    ow, oh = (h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)
+    ow, oh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     if target:
         limit = 2 * target
         if max(rgb.size) > limit:
@@ -137,8 +137,8 @@ def _orientation(img: Image.Image) -> int:
         return 1
 
 
-def _apply_orientation(src: Image.Image, rgb: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation of ``src`` to the already converted ``rgb``."""
+def _apply_orientation(rgb: Image.Image, orientation: int) -> Image.Image:
+    """Apply an EXIF orientation value to the already converted ``rgb``."""
     transpose = {
         2: Image.Transpose.FLIP_LEFT_RIGHT,
         3: Image.Transpose.ROTATE_180,
@@ -147,7 +147,7 @@ def _apply_orientation(src: Image.Image, rgb: Image.Image) -> Image.Image:
         6: Image.Transpose.ROTATE_270,
         7: Image.Transpose.TRANSVERSE,
         8: Image.Transpose.ROTATE_90,
-    }.get(_orientation(src))
+    }.get(orientation)
     return rgb.transpose(transpose) if transpose is not None else rgb
 
 

@@ -173,3 +173,14 @@ class CompareResult:
     @property
     def duplicate(self) -> bool:
         return self.distance <= self.threshold
+
+    def as_dict(self) -> dict[str, object]:
+        """The compare JSON of the command line and the HTTP API."""
+        return {
+            "a": self.path_a,
+            "b": self.path_b,
+            "similarity": round(self.similarity, 6),
+            "distance": round(self.distance, 6),
+            "threshold": self.threshold,
+            "duplicate": self.duplicate,
+        }

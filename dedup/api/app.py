@@ -249,14 +249,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             r = compare_bytes(store, data_a, data_b, names, cache=state.cache, max_pixels=state.max_pixels)
         except ImageError as exc:
             raise image_error(exc) from exc
-        return {
-            "a": r.path_a,
-            "b": r.path_b,
-            "similarity": round(r.similarity, 6),
-            "distance": round(r.distance, 6),
-            "threshold": r.threshold,
-            "duplicate": r.duplicate,
-        }
+        return r.as_dict()
 
     @app.post(f"{API}/images", tags=["catalog"], dependencies=[Depends(require_write)], status_code=201)
     def add(

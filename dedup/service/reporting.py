@@ -35,16 +35,21 @@ def parse_keep_policy(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
         raise ConfigError("the keep policy is empty; use e.g. resolution,size,oldest")
+    out = []
     for item in items:
-        if item not in _POLICY_WORDS and not (item.startswith("folder:") and len(item) > len("folder:")):
+        if item.startswith("folder:") and len(item) > len("folder:"):
+            # Absolute, with a trailing separator, once: "/data/master" must not match "/data/master-old/x.jpg".
+            item = "folder:" + os.path.join(os.path.abspath(item[len("folder:") :]), "")
+        elif item not in _POLICY_WORDS:
             raise ConfigError(
                 f"unknown keep policy {item!r}; use resolution, size, oldest, newest or folder:PATH, comma-separated"
             )
-    return items
+        out.append(item)
+    return out
 
 
 def _policy_key(info: ImageInfo, policy: Sequence[str]) -> tuple[Any, ...]:
-    """Sort key of a keeper candidate under ``policy`` (smaller is better); ties end on the image id."""
+    """Sort key of a keeper candidate under a parsed ``policy`` (smaller is better); ties end on the image id."""
     key: list[Any] = []
     for item in policy:
         if item == "resolution":
@@ -55,9 +60,8 @@ def _policy_key(info: ImageInfo, policy: Sequence[str]) -> tuple[Any, ...]:
             key.append(info.ingested_at.timestamp())
         elif item == "newest":
             key.append(-info.ingested_at.timestamp())
-        else:
-            folder = os.path.join(os.path.abspath(item[len("folder:") :]), "")
-            key.append(0 if info.path.startswith(folder) else 1)
+        else:  # folder:PATH, normalised by parse_keep_policy
+            key.append(0 if info.path.startswith(item[len("folder:") :]) else 1)
     key.append(info.image_id)
     return tuple(key)
 
@@ -100,6 +104,19 @@ def _member(info: ImageInfo, distance: float, tier: str, confirmed: bool) -> dic
         "tier": tier,
         "confirmed": confirmed,
     }
+
+
+def _positions(ids: np.ndarray, wanted: Sequence[int]) -> np.ndarray:
+    """Row positions of ``wanted`` image ids in ``ids`` (sorted, as the catalog returns them); -1 when absent.
+
+    A binary search, not a dict over the whole catalog (which costs ~100 MB at 10^6 images).
+    """
+    w = np.asarray(wanted, dtype=np.int64)
+    pos = np.searchsorted(ids, w)
+    inside = pos < len(ids)
+    found = np.zeros(len(w), dtype=bool)
+    found[inside] = ids[pos[inside]] == w[inside]
+    return np.where(found, pos, -1)
 
 
 def cluster_id(anchor_path: str) -> str:
@@ -164,10 +181,9 @@ def build_report(
     infos = catalog.images(sorted(touched))
     preference = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
     ranked = sorted(infos.values(), key=lambda info: _policy_key(info, policy))
-    pos_of = {int(i): p for p, i in enumerate(ids.tolist())}
-    for rank, info in enumerate(ranked):
-        if info.image_id in pos_of:
-            preference[pos_of[info.image_id]] = rank
+    ranked_pos = _positions(ids, [info.image_id for info in ranked])
+    known = ranked_pos >= 0
+    preference[ranked_pos[known]] = np.arange(len(ranked))[known]
     clusters = keeper_clusters(ids, vectors, (a, b), thr, preference, must_link=must, cannot_link=cannot)
 
     confirmed_pairs = {(x, y) for x, y in must}
@@ -188,7 +204,11 @@ def build_report(
                 "members": members,
             }
         )
-    separated = [{"a": x, "b": y} for x, y in cannot if x in pos_of and y in pos_of and (x in touched or y in touched)]
+    separated = [
+        {"a": x, "b": y}
+        for x, y in cannot
+        if (x in touched or y in touched) and bool((_positions(ids, [x, y]) >= 0).all())
+    ]
 
     previous_id = since if since is not None else catalog.previous_report_run()
     previous = (
