@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dedup import __version__
-from dedup.config import DEFAULT_K, ENV_DB_URL, ENV_MODEL, ENV_STORE
+from dedup.config import DEFAULT_K, ENV_DB_URL, ENV_INDEX_KIND, ENV_MODEL, ENV_STORE, INDEX_KIND_CHOICES
 from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, DedupError
 
 if TYPE_CHECKING:
@@ -64,11 +64,26 @@ class _Group(click.Group):
     default=None,
     help="Model folder to embed with. [env DEDUP_MODEL; default: the shipped model]",
 )
+@click.option(
+    "--index-kind",
+    type=click.Choice(INDEX_KIND_CHOICES, case_sensitive=False),
+    envvar=ENV_INDEX_KIND,
+    default=None,
+    help="Vector index: auto (exact, IVF from 100,000 images), flat, ivf, or ivfpq (compressed, ~56 bytes an "
+    "image, results re-ranked exactly). A store whose index is of another kind rebuilds it. "
+    "[env DEDUP_INDEX_KIND; default auto]",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
 def cli(
-    ctx: click.Context, store: str | None, db_url: str | None, model: str | None, verbose: int, quiet: bool
+    ctx: click.Context,
+    store: str | None,
+    db_url: str | None,
+    model: str | None,
+    index_kind: str | None,
+    verbose: int,
+    quiet: bool,
 ) -> None:
     """Find near-duplicate product images: ingest a folder, report duplicates, query similar products.
 
@@ -79,14 +94,14 @@ def cli(
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
-    ctx.obj = {"store": store, "db_url": db_url, "model": model}
+    ctx.obj = {"store": store, "db_url": db_url, "model": model, "index_kind": index_kind}
 
 
 @contextmanager
 def _open(ctx: click.Context) -> Iterator[Store]:
     from dedup.service import open_store
 
-    with open_store(ctx.obj["store"], ctx.obj["db_url"], ctx.obj["model"]) as store:
+    with open_store(ctx.obj["store"], ctx.obj["db_url"], ctx.obj["model"], ctx.obj["index_kind"]) as store:
         yield store
 
 
@@ -364,7 +379,7 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("data_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", required=False, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Training time budget.")
 @click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True, help="Training steps (at most).")
@@ -379,6 +394,38 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     default=None,
     help="Start the backbone from a local pretrained weights file.",
 )
+@click.option("--margin", type=click.FloatRange(0.0, 2.0, min_open=True), default=None, help="Margin of a margin loss.")
+@click.option(
+    "--margin-start",
+    type=click.FloatRange(0.0, 2.0, min_open=True),
+    default=None,
+    help="Grow the margin from this value to --margin over the first half of training.",
+)
+@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=0.1, show_default=True)
+@click.option(
+    "--val",
+    "val",
+    default="0.1",
+    show_default=True,
+    help="Validation: a share of the identities (e.g. 0.1) or a folder in the same layout as DATA_DIR.",
+)
+@click.option(
+    "--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per identity."
+)
+@click.option("--collages", type=click.IntRange(min=0), default=0, show_default=True, help="Collage groups to add.")
+@click.option(
+    "--hard-negatives",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Every N epochs, batch current look-alikes together (0: off).",
+)
+@click.option(
+    "--mirror-pass/--no-mirror-pass",
+    default=True,
+    show_default=True,
+    help="Export an exactly mirror-invariant model (twice the inference cost).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data_dir: str | None,
@@ -391,14 +438,31 @@ def train(
     batch_size: int,
     from_model: str | None,
     init: str | None,
+    margin: float | None,
+    margin_start: float | None,
+    temperature: float,
+    val: str,
+    views: int,
+    collages: int,
+    hard_negatives: int,
+    mirror_pass: bool,
     seed: int,
 ) -> None:
     """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
 
     DATA_DIR is a folder of images (two random duplicate-making transforms of one image are a positive
-    pair) or one sub-folder per product (shots of the same product are positives).
+    pair), a folder of sub-folders, one per product (shots of the same product are positives), or a
+    CSV file of labelled pairs with columns path_a,path_b,label (1 = duplicate; paths relative to it).
     """
     from dedup.service.training import train as run_training
+
+    val_dir: Path | None = None
+    try:
+        val_fraction = float(val)
+    except ValueError:
+        val_dir, val_fraction = Path(val), 0.0
+    if val_dir is not None and not val_dir.exists():
+        raise click.BadParameter(f"{val} is neither a share (0–0.5) nor an existing folder", param_hint="--val")
 
     card = run_training(
         data_dir,
@@ -411,6 +475,15 @@ def train(
         input_size=input_size,
         batch_size=batch_size,
         init=Path(init) if init else None,
+        margin=margin,
+        margin_start=margin_start,
+        temperature=temperature,
+        val_fraction=val_fraction,
+        val_dir=val_dir,
+        views=views,
+        collages=collages,
+        hard_negatives=hard_negatives,
+        mirror_pass=mirror_pass,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--views", type=int, default=24)
     ap.add_argument("--loss", default="infonce")
+    ap.add_argument("--collages", type=int, default=0, help="groups of same-parts, other-layout collages")
+    ap.add_argument("--hard-negatives", type=int, default=0, help="refresh look-alike batches every N epochs")
+    ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         views=args.views,
         loss=args.loss,
+        collages=args.collages,
+        hard_negatives=args.hard_negatives,
+        mirror_pass=not args.no_mirror_pass,
         seed=args.seed,
         command=command,
     )

@@ -107,3 +107,100 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
     assert emb.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert enc.card["command"]
+
+
+def test_pairs_csv_layout_joins_duplicates_and_groups_negatives(tmp_path: Path) -> None:
+    for i in range(8):
+        _product(i).save(tmp_path / f"p{i}.png")
+    (tmp_path / "pairs.csv").write_text(
+        "path_a,path_b,label\np0.png,p1.png,1\np1.png,p2.png,1\np3.png,p4.png,0\np4.png,p5.png,1\n"
+        "p0.png,p3.png,0\np6.png,p7.png,0\n"
+    )
+    ids = load_identities(tmp_path / "pairs.csv")
+    by_files = {tuple(f.name for f in ident.files): ident for ident in ids}
+    assert set(by_files) == {
+        ("p0.png", "p1.png", "p2.png"),
+        ("p3.png",),
+        ("p4.png", "p5.png"),
+        ("p6.png",),
+        ("p7.png",),
+    }
+    # Non-duplicate pairs chain identities into groups (hard negatives meet in one batch).
+    groups = {ident.group for ident in ids}
+    assert len(groups) == 2
+    assert by_files[("p3.png",)].group == by_files[("p0.png", "p1.png", "p2.png")].group
+    (tmp_path / "bad.csv").write_text("path_a,path_b,label\np0.png,nope.png,1\n")
+    with pytest.raises(InputError, match="nope.png"):
+        load_identities(tmp_path / "bad.csv")
+    (tmp_path / "cols.csv").write_text("a,b\np0.png,p1.png\n")
+    with pytest.raises(InputError, match="missing column"):
+        load_identities(tmp_path / "cols.csv")
+
+
+def test_collages_share_parts_within_a_group_and_differ_in_layout(tmp_path: Path) -> None:
+    from dedup.training.data import add_collages
+
+    for i in range(5):
+        _product(i).save(tmp_path / f"p{i}.png")
+    base = load_identities(tmp_path)
+    ids = add_collages(base, 2, seed=0)
+    collages = ids[len(base) :]
+    assert len(collages) == 4
+    assert collages[0].files == collages[1].files and collages[0].group == collages[1].group
+    assert collages[0].collage_seed != collages[1].collage_seed
+    pool = build_pool(ids, views=2, size=48, seed=0, workers=1)
+    a, b = pool.views[len(base), 0].astype(int), pool.views[len(base) + 1, 0].astype(int)
+    assert np.abs(a - b).mean() > 5  # another layout of the same parts: another picture
+
+
+def test_sampler_puts_neighbours_together() -> None:
+    from dedup.training.data import Pool
+
+    n = 40
+    pool = Pool(
+        views=np.zeros((n, 2, 8, 8, 3), np.uint8),
+        kinds=np.zeros((n, 2), np.int8),
+        groups=np.arange(n),
+        variant=np.zeros(n, bool),
+    )
+    sampler = BatchSampler(pool, np.arange(n), 8, seed=0, nn_share=0.5, cluster=4)
+    sampler.set_neighbours({i: [(i + 1) % n, (i + 2) % n, (i + 3) % n] for i in range(n)})
+    _, y = sampler.sample()
+    ids = y[0::2].tolist()
+    assert len(ids) == 8 and len(set(ids)) == 8
+    first = ids[0]
+    assert ids[:4] == [first, (first + 1) % n, (first + 2) % n, (first + 3) % n]
+
+
+def test_margin_schedule_grows_the_margin() -> None:
+    from dedup.embedding.losses import get_loss
+
+    loss = get_loss("contrastive", margin=1.0, margin_start=0.5)
+    assert float(loss.current.numpy()) == pytest.approx(0.5)
+    loss.set_progress(0.25)  # half of the ramp (the first half of training)
+    assert float(loss.current.numpy()) == pytest.approx(0.75)
+    loss.set_progress(0.9)
+    assert float(loss.current.numpy()) == pytest.approx(1.0)
+    assert loss.config()["margin_schedule"]["start"] == 0.5
+
+
+def test_training_with_val_folder_hard_negatives_and_curves(tmp_path: Path) -> None:
+    from dedup.training.trainer import train_model
+
+    data, val = tmp_path / "data", tmp_path / "val"
+    for folder, seeds in ((data, range(10)), (val, range(20, 24))):
+        folder.mkdir()
+        for i in seeds:
+            _product(i).save(folder / f"p{i}.png")
+    out = tmp_path / "model"
+    card = train_model(
+        data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=3,
+        val_dir=val, hard_negatives=1, mirror_pass=False, loss="triplet", margin=0.4, margin_start=0.2,
+        workers=1, seed=0,
+    )  # fmt: skip
+    assert card["data"]["val_identities"] == 4 and card["data"]["train_identities"] >= 10
+    assert card["loss"]["margin_schedule"]["start"] == 0.2
+    assert card["architecture"]["mirror_invariant"].startswith("learned")
+    curves = out / card["files"]["curves"]
+    with Image.open(curves) as im:
+        assert im.format == "PNG" and im.width > 400

@@ -14,7 +14,7 @@ import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import ImageError, InputError
-from dedup.imaging import LoadedImage, iter_image_files, load_image
+from dedup.imaging import LoadedImage, iter_image_files, load_image, to_model_input
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
@@ -89,10 +89,17 @@ def ingest_folder(
             done = 0
             if progress:
                 progress(0, len(todo))
+            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+            size = encoder.input_size
             with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-                for start in range(0, len(todo), batch_size):
-                    batch = todo[start : start + batch_size]
-                    _ingest_batch(store, batch, meta.product_for, pool, summary, run_id)
+                # Decode the next batch while this one is embedded and written: the threads and the
+                # model then keep both cores busy instead of taking turns.
+                pending = [pool.submit(_decode, t, size) for t in batches[0]] if batches else []
+                for i, batch in enumerate(batches):
+                    decoded = [f.result() for f in pending]
+                    nxt = batches[i + 1] if i + 1 < len(batches) else []
+                    pending = [pool.submit(_decode, t, size) for t in nxt]
+                    _ingest_batch(store, batch, decoded, meta.product_for, summary, run_id)
                     done += len(batch)
                     if progress:
                         progress(done, len(todo))
@@ -120,37 +127,46 @@ def ingest_folder(
     return summary
 
 
-def _decode(item: _Todo, target: int) -> LoadedImage | ImageError:
+@dataclass(frozen=True)
+class _Decoded:
+    loaded: LoadedImage
+    pixel_hash: str
+    model_input: np.ndarray  # (S, S, 3) uint8
+
+
+def _decode(item: _Todo, size: int) -> _Decoded | ImageError:
+    """Everything per file that can run in a worker thread: decode, pixel hash, model input."""
     try:
-        return load_image(item.path, target=target)
+        loaded = load_image(item.path, target=size)
     except ImageError as exc:
         return exc
+    return _Decoded(loaded, loaded.pixel_hash, to_model_input(loaded.image, size))
 
 
 def _ingest_batch(
     store: Store,
     batch: Sequence[_Todo],
+    decoded: Sequence[_Decoded | ImageError],
     product_for: Callable[[Path], str],
-    pool: ThreadPoolExecutor,
     summary: IngestSummary,
     run_id: int,
 ) -> None:
     encoder, catalog = store.encoder, store.catalog
-    decoded = list(pool.map(lambda t: _decode(t, encoder.input_size), batch))
-    good: list[tuple[_Todo, LoadedImage, ImageRecord]] = []
+    good: list[tuple[_Todo, _Decoded, ImageRecord]] = []
     failures: list[FailedFile] = []
     for item, result in zip(batch, decoded, strict=True):
         if isinstance(result, ImageError):
             log.info("skipped %s", result.message)  # the caller reports failures; no double output
             failures.append(FailedFile(str(item.path), result.kind, result.reason, item.size, item.mtime))
             continue
+        loaded = result.loaded
         record = ImageRecord(
             path=str(item.path),
-            sha256=result.sha256,
+            sha256=loaded.sha256,
             pixel_hash=result.pixel_hash,
-            width=result.width,
-            height=result.height,
-            format=result.format,
+            width=loaded.width,
+            height=loaded.height,
+            format=loaded.format,
             bytes=item.size,
             mtime=item.mtime,
             product_id=product_for(item.path),
@@ -159,13 +175,13 @@ def _ingest_batch(
     records = [rec for _, _, rec in good]
     stored = catalog.stored_vectors([r.sha256 for r in records], encoder.model_id)
     # Embed each new content once, even when the batch holds several copies of it.
-    fresh: dict[str, LoadedImage] = {}
-    for _, loaded, rec in good:
+    fresh: dict[str, np.ndarray] = {}
+    for _, dec, rec in good:
         if rec.sha256 not in stored:
-            fresh.setdefault(rec.sha256, loaded)
+            fresh.setdefault(rec.sha256, dec.model_input)
     new_vectors: dict[str, np.ndarray] = {}
     if fresh:
-        emb = encoder.embed_images([loaded.image for loaded in fresh.values()])
+        emb = encoder.embed(np.stack(list(fresh.values())))
         new_vectors = dict(zip(fresh.keys(), emb, strict=True))
     ids = catalog.write_batch(records, new_vectors, failures, encoder.model_id, run_id)
 

@@ -183,6 +183,36 @@ def phone_photo(img: Image.Image, rng: np.random.Generator, backgrounds: Sequenc
     return _reencode(out, "JPEG", quality=int(rng.integers(55, 90)))
 
 
+def collage(parts: Sequence[Image.Image], rng: np.random.Generator, side: int = 256) -> Image.Image:
+    """A new picture made of ``parts`` (RGB on white) laid out at random on a plain or gradient background.
+
+    Two collages of the same parts with different layouts are different products that share every
+    detail: the hard negatives that teach the model layout, not only content (look-alike stamps such
+    as hand signs differ the same way).
+    """
+    aspect = float(np.exp(rng.uniform(-0.3, 0.3)))
+    w, h = (side, round(side / aspect)) if aspect >= 1 else (round(side * aspect), side)
+    roll = rng.random()
+    if roll < 0.6:
+        canvas = Image.new("RGB", (w, h), WHITE)
+    elif roll < 0.85:
+        canvas = Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(170, 256, 3)))
+    else:
+        a, b = rng.integers(150, 256, (2, 3)).astype(np.float32)
+        t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+        canvas = Image.fromarray(np.broadcast_to(a * (1 - t) + b * t, (h, w, 3)).astype(np.uint8))
+    for part in parts:
+        f = rng.uniform(0.3, 0.65) * min(w, h) / max(part.size)
+        piece = part.resize((max(4, round(part.width * f)), max(4, round(part.height * f))), Image.Resampling.BILINEAR)
+        if rng.random() < 0.3:
+            piece = mirror(piece, rng)
+        mask = Image.fromarray(((np.asarray(piece).min(axis=2) < 245) * 255).astype(np.uint8))
+        x = int(rng.integers(0, max(1, w - piece.width + 1)))
+        y = int(rng.integers(0, max(1, h - piece.height + 1)))
+        canvas.paste(piece, (x, y), mask)
+    return canvas
+
+
 def colour_variant(img: Image.Image, rng: np.random.Generator) -> Image.Image | None:
     """The same design in another colour (hue rotated 60–300°), or None if the image has too little colour.
 

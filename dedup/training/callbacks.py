@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,16 @@ class BudgetSchedule(keras.callbacks.Callback):
     the schedule ends at the budget whichever limit comes first.
     """
 
-    def __init__(self, base_lr: float, total_steps: int, minutes: float | None, warmup: float = 0.03) -> None:
+    def __init__(
+        self,
+        base_lr: float,
+        total_steps: int,
+        minutes: float | None,
+        warmup: float = 0.03,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
         super().__init__()
+        self.on_progress = on_progress  # e.g. a loss's margin schedule
         self.base_lr = base_lr
         self.total_steps = max(1, total_steps)
         self.seconds = minutes * 60.0 if minutes else None
@@ -43,6 +52,8 @@ class BudgetSchedule(keras.callbacks.Callback):
         p = self.progress()
         lr = self.base_lr * (p / self.warmup if p < self.warmup else 0.5 * (1 + math.cos(math.pi * p)))
         self.model.optimizer.learning_rate.assign(max(lr, self.base_lr * 0.01))
+        if self.on_progress is not None:
+            self.on_progress(p)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.step += 1
@@ -53,25 +64,87 @@ class BudgetSchedule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def plot_curves(history: dict[str, list[float]], path: Path) -> Path | None:
-    """Loss and pair-accuracy curves as a PNG; skipped (None) if matplotlib is not installed."""
-    try:
-        import matplotlib
+class HardNegativeMiner(keras.callbacks.Callback):
+    """Every ``every`` epochs, embeds each training identity's clean view and gives the sampler each
+    identity's ``k`` nearest other identities, so later batches hold clusters of current look-alikes.
+    """
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        log.info("matplotlib is not installed: training curves not plotted (history is in the card)")
+    def __init__(self, sampler: Any, views: Any, every: int = 2, k: int = 6, batch: int = 256) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.views = views  # (n, S, S, 3) uint8: clean view of each identity in sampler.index
+        self.every = max(1, every)
+        self.k = k
+        self.batch = batch
+        self.refreshes = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if (epoch + 1) % self.every:
+            return
+        import numpy as np
+
+        t0 = time.monotonic()
+        tower = self.model.tower
+        emb = np.concatenate(
+            [
+                np.asarray(tower(self.views[i : i + self.batch], training=False))
+                for i in range(0, len(self.views), self.batch)
+            ]
+        )
+        sim = emb @ emb.T
+        np.fill_diagonal(sim, -np.inf)
+        k = min(self.k, len(emb) - 1)
+        top = np.argpartition(-sim, k, axis=1)[:, :k]
+        order = np.take_along_axis(sim, top, axis=1).argsort(axis=1)[:, ::-1]
+        top = np.take_along_axis(top, order, axis=1)
+        index = self.sampler.index
+        self.sampler.set_neighbours({int(index[r]): [int(index[c]) for c in top[r]] for r in range(len(index))})
+        self.refreshes += 1
+        nearest = np.take_along_axis(sim, top[:, :1], axis=1)
+        log.info(
+            "hard negatives refreshed in %.1f s: median nearest-other similarity %.3f",
+            time.monotonic() - t0,
+            float(np.median(nearest)),
+        )
+
+
+def plot_curves(history: dict[str, list[float]], path: Path) -> Path | None:
+    """Loss and pair-accuracy curves (training and validation, per epoch) as a PNG drawn with Pillow.
+
+    Pillow is already a dependency, so the plot needs no plotting library. None if there is no history.
+    """
+    from PIL import Image, ImageDraw
+
+    if not history.get("loss"):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "pair_acc"), strict=True):
-        for prefix in ("", "val_"):
-            if prefix + key in history:
-                ax.plot(history[prefix + key], label=prefix + key)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    panel_w, panel_h, margin = 420, 300, 44
+    img = Image.new("RGB", (2 * panel_w, panel_h), "white")
+    draw = ImageDraw.Draw(img)
+    colours = {"": (31, 119, 180), "val_": (255, 127, 14)}
+    for p, key in enumerate(("loss", "pair_acc")):
+        x0, y0 = p * panel_w + margin, 24
+        x1, y1 = (p + 1) * panel_w - 12, panel_h - margin
+        series = {pre: history[pre + key] for pre in colours if history.get(pre + key)}
+        values = [v for vs in series.values() for v in vs]
+        if not values:
+            continue
+        lo, hi = min(values), max(values)
+        hi = hi if hi > lo else lo + 1.0
+        n = max(len(vs) for vs in series.values())
+        draw.rectangle((x0, y0, x1, y1), outline=(120, 120, 120))
+        draw.text((x0, 6), key, fill="black")
+        for frac in (0.0, 0.5, 1.0):
+            y = y1 - frac * (y1 - y0)
+            draw.text((p * panel_w + 2, y - 6), f"{lo + frac * (hi - lo):.3g}", fill=(80, 80, 80))
+        draw.text((x0, y1 + 6), "epoch 1", fill=(80, 80, 80))
+        draw.text((x1 - 60, y1 + 6), f"epoch {n}", fill=(80, 80, 80))
+        for k, (pre, vs) in enumerate(series.items()):
+            pts = [
+                (x0 + (x1 - x0) * (i / max(1, n - 1)), y1 - (y1 - y0) * ((v - lo) / (hi - lo)))
+                for i, v in enumerate(vs)
+            ]
+            if len(pts) > 1:
+                draw.line(pts, fill=colours[pre], width=2)
+            draw.text((x0 + 8 + 110 * k, y1 + 22), f"{pre or 'train_'}{key}", fill=colours[pre])
+    img.save(path)
     return path

@@ -8,7 +8,10 @@ Layouts (see :func:`load_identities`):
 
 * ``None``: the tuxpaint training split (``dedup.training.sources``), one identity per image;
 * an unlabelled folder of images: one identity per image, positives are two transforms of it;
-* a folder of sub-folders: one identity per sub-folder, positives are any two of its images, transformed.
+* a folder of sub-folders: one identity per sub-folder, positives are any two of its images, transformed;
+* a CSV file of labelled pairs (``path_a,path_b,label``, 1 = duplicate, paths relative to the file):
+  images joined by duplicate pairs form one identity; images of a non-duplicate pair are kept in one
+  group, so they meet in batches as hard negatives.
 
 Hue-rotated colour variants are added as identities of their own (another SKU), sharing a ``group``
 with their original so validation can keep them together and batches can hold both.
@@ -63,6 +66,7 @@ class Identity:
     files: tuple[Path, ...]
     group: int  # identities in one group share a design (an original and its colour variants)
     variant_seed: int | None = None  # None: the original colours
+    collage_seed: int | None = None  # set: a collage of ``files`` laid out by this seed
 
 
 @dataclass
@@ -84,6 +88,8 @@ def load_identities(data_dir: Path | None) -> list[Identity]:
     if data_dir is None:
         files = tuxpaint_images("train")
         return [Identity((p,), group=i) for i, p in enumerate(files)]
+    if data_dir.is_file() and data_dir.suffix.lower() == ".csv":
+        return load_pair_identities(data_dir)
     if not data_dir.is_dir():
         raise InputError(f"training data folder {data_dir} does not exist or is not a folder")
     subdirs = sorted(p for p in data_dir.iterdir() if p.is_dir())
@@ -104,6 +110,77 @@ def load_identities(data_dir: Path | None) -> list[Identity]:
     return ids
 
 
+#: A group made from non-duplicate pairs larger than this is split back into its identities: a chain of
+#: negatives across a whole catalog would otherwise make one family too big to fit in a batch.
+MAX_PAIR_GROUP = 8
+
+
+def load_pair_identities(csv_path: Path) -> list[Identity]:
+    """Identities from a CSV of labelled pairs (see the module docstring); InputError on a bad file."""
+    import csv
+
+    base = csv_path.parent
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"path_a", "path_b", "label"} - set(reader.fieldnames or [])
+            if missing:
+                raise InputError(
+                    f"{csv_path}: missing column(s) {', '.join(sorted(missing))} (need path_a,path_b,label)"
+                )
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read pairs file {csv_path}: {exc}") from None
+    pairs: list[tuple[Path, Path, bool]] = []
+    for n, row in enumerate(rows, start=2):
+        label = (row.get("label") or "").strip().lower()
+        if label not in ("0", "1", "true", "false"):
+            raise InputError(f"{csv_path}:{n}: label must be 1 (duplicate) or 0 (not), got {row.get('label')!r}")
+        a, b = (base / (row[k] or "").strip() for k in ("path_a", "path_b"))
+        for f in (a, b):
+            if not f.is_file():
+                raise InputError(f"{csv_path}:{n}: image {f} does not exist")
+        pairs.append((a, b, label in ("1", "true")))
+    files = sorted({f for a, b, _ in pairs for f in (a, b)})
+    pos = _components(files, [(a, b) for a, b, dup in pairs if dup])
+    identity_of = {f: root for f, root in pos.items()}
+    roots = sorted(set(identity_of.values()))
+    near = _components(roots, [(identity_of[a], identity_of[b]) for a, b, dup in pairs if not dup])
+    size: dict[Path, int] = {}
+    for r in roots:
+        size[near[r]] = size.get(near[r], 0) + 1
+    members: dict[Path, list[Path]] = {}
+    for f in files:
+        members.setdefault(identity_of[f], []).append(f)
+    group_ids: dict[Path, int] = {}
+    ids: list[Identity] = []
+    for r in roots:
+        key = near[r] if size[near[r]] <= MAX_PAIR_GROUP else r
+        group = group_ids.setdefault(key, len(group_ids))
+        ids.append(Identity(tuple(members[r]), group=group))
+    if len(ids) < 4:
+        raise InputError(f"{csv_path} describes {len(ids)} identities; training needs at least 4")
+    log.info("%s: %d pairs, %d images, %d identities", csv_path, len(pairs), len(files), len(ids))
+    return ids
+
+
+def _components(nodes: Sequence[Path], edges: Sequence[tuple[Path, Path]]) -> dict[Path, Path]:
+    """Union-find: each node → the smallest node of its connected component."""
+    parent = {n: n for n in nodes}
+
+    def find(n: Path) -> Path:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {n: find(n) for n in nodes}
+
+
 def background_files() -> list[Path]:
     """Real backgrounds for phone photos: the tuxpaint templates of the training split only."""
     return [p for p in tuxpaint_images("train") if "templates" in p.parts]
@@ -116,6 +193,32 @@ def add_colour_variants(ids: Sequence[Identity], per_image: int, seed: int) -> l
     for ident in ids:
         for _ in range(per_image):
             out.append(Identity(ident.files, ident.group, variant_seed=int(rng.integers(2**31))))
+    return out
+
+
+def offset_groups(ids: Sequence[Identity], after: Sequence[Identity]) -> list[Identity]:
+    """``ids`` with group numbers moved past every group of ``after`` (to join two identity lists)."""
+    shift = max((ident.group for ident in after), default=-1) + 1
+    return [Identity(i.files, i.group + shift, i.variant_seed, i.collage_seed) for i in ids]
+
+
+def add_collages(ids: Sequence[Identity], n_groups: int, seed: int, per_group: int = 2) -> list[Identity]:
+    """Append ``n_groups`` × ``per_group`` collage identities made of 2–3 single-file identities each.
+
+    The collages of one group share their parts and differ in layout: each is its own product, and
+    the group keeps them together in batches (hard negatives) and in the validation split.
+    """
+    out = list(ids)
+    singles = [ident for ident in ids if len(ident.files) == 1 and ident.variant_seed is None]
+    if len(singles) < 3 or n_groups <= 0:
+        return out
+    rng = np.random.default_rng(seed + 7919)
+    next_group = max((ident.group for ident in ids), default=-1) + 1
+    for g in range(n_groups):
+        picks = rng.choice(len(singles), size=int(rng.integers(2, 4)), replace=False)
+        files = tuple(singles[int(i)].files[0] for i in picks)
+        for _ in range(per_group):
+            out.append(Identity(files, next_group + g, collage_seed=int(rng.integers(2**31))))
     return out
 
 
@@ -161,7 +264,17 @@ def _make_views(task: tuple[Identity, int, int, int]) -> tuple[np.ndarray, np.nd
     ident, views, size, seed = task
     rng = np.random.default_rng(seed)
     sources = []
-    for p in ident.files:
+    if ident.collage_seed is not None:
+        parts = []
+        for p in ident.files:
+            try:
+                parts.append(load_image(p, target=WORK_SIDE // 2).image)
+            except ImageError as exc:
+                log.warning("collage part skipped: %s", exc)
+        if len(parts) < 2:
+            return None
+        sources.append(augment.collage(parts, np.random.default_rng(ident.collage_seed), side=WORK_SIDE // 2))
+    for p in () if ident.collage_seed is not None else ident.files:
         try:
             img = load_image(p, target=WORK_SIDE // 2).image
         except ImageError as exc:
@@ -210,11 +323,21 @@ class BatchSampler:
     """Batches of ``P`` identities × 2 views, drawn from a pool; labels are identity indices.
 
     About ``hard_share`` of each batch is made of designs present with a colour variant too, so the
-    model sees the hardest negatives (same design, other colour) side by side.
+    model sees the hardest negatives (same design, other colour) side by side. Once
+    :meth:`set_neighbours` has been given each identity's current nearest identities, ``nn_share`` of
+    each batch is made of small clusters of look-alikes (an identity and its neighbours): the
+    negatives an in-batch loss learns most from and random batches almost never hold.
     """
 
     def __init__(
-        self, pool: Pool, index: np.ndarray, identities_per_batch: int, seed: int, hard_share: float = 0.5
+        self,
+        pool: Pool,
+        index: np.ndarray,
+        identities_per_batch: int,
+        seed: int,
+        hard_share: float = 0.5,
+        nn_share: float = 0.5,
+        cluster: int = 4,
     ) -> None:
         if identities_per_batch < 2:
             raise ValueError("identities_per_batch must be at least 2 for in-batch negatives")
@@ -227,13 +350,30 @@ class BatchSampler:
         for i in self.index:
             by_group.setdefault(int(pool.groups[i]), []).append(int(i))
         self.families = [v for v in by_group.values() if len(v) > 1]
+        self.nn_share = nn_share
+        self.cluster = max(2, cluster)
+        self.neighbours: dict[int, list[int]] = {}
+
+    def set_neighbours(self, neighbours: dict[int, list[int]]) -> None:
+        """Each identity's nearest other identities (pool indices), nearest first."""
+        self.neighbours = neighbours
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch: ``x`` (2P, S, S, 3) uint8 with the two views of identity ``k`` at 2k and 2k+1, ``y`` (2P,)."""
         chosen: list[int] = []
         seen: set[int] = set()
-        n_hard = int(self.p * self.hard_share)
-        if self.families and n_hard:
+        if self.neighbours:
+            n_nn = int(self.p * self.nn_share)
+            for seed_id in self.rng.permutation(self.index):
+                if len(chosen) >= n_nn:
+                    break
+                group = [int(seed_id), *self.neighbours.get(int(seed_id), [])]
+                fresh = [i for i in group if i not in seen][: min(self.cluster, n_nn - len(chosen))]
+                if len(fresh) >= 2:
+                    chosen.extend(fresh)
+                    seen.update(fresh)
+        n_hard = len(chosen) + int(self.p * self.hard_share * (1 - self.nn_share if self.neighbours else 1))
+        if self.families and n_hard > len(chosen):
             for f in self.rng.permutation(len(self.families)):
                 for i in self.families[int(f)]:
                     if len(chosen) < n_hard and i not in seen:

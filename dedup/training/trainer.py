@@ -31,6 +31,7 @@ def train_model(
     loss: str = "infonce",
     temperature: float = 0.1,
     margin: float | None = None,
+    margin_start: float | None = None,
     steps: int = 3000,
     steps_per_epoch: int = 50,
     minutes: float | None = None,
@@ -38,8 +39,12 @@ def train_model(
     learning_rate: float = 2e-3,
     views: int = 16,
     colour_variants: int = 1,
+    collages: int = 0,
+    hard_negatives: int = 0,
+    mirror_pass: bool = True,
     seed: int = 0,
     val_fraction: float = 0.1,
+    val_dir: Path | None = None,
     patience: int = 12,
     quantisation: str = "float16",
     init: Path | None = None,
@@ -55,6 +60,10 @@ def train_model(
     improved for ``patience`` epochs; the weights of the best validation loss are kept. ``batch_size``
     counts images (two views per identity). ``init`` is a ``.weights.h5`` file of the same tower to
     start from; ``from_model`` a model folder whose ``tower.keras`` is fine-tuned (its single-path inner tower).
+    ``collages`` adds that many groups of two same-parts, other-layout collages (see
+    :func:`dedup.training.data.add_collages`); ``hard_negatives`` N > 0 refreshes look-alike clusters
+    for the batches every N epochs; ``mirror_pass`` exports the exactly mirror-invariant wrapper
+    (twice the inference cost) instead of the single-path tower.
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -67,13 +76,15 @@ def train_model(
     from dedup.embedding.siamese import SiameseModel
     from dedup.embedding.tower import build_tower, mirror_wrap
     from dedup.training.calibrate import calibrate
-    from dedup.training.callbacks import BudgetSchedule, plot_curves
+    from dedup.training.callbacks import BudgetSchedule, HardNegativeMiner, plot_curves
 
     started = time.time()
     keras.utils.set_random_seed(seed)
     loss_kwargs: dict[str, Any] = {"temperature": temperature} if loss == "infonce" else {}
-    if loss != "infonce" and margin is not None:
-        loss_kwargs["margin"] = margin
+    if loss != "infonce":
+        loss_kwargs.update(margin=margin, margin_start=margin_start)
+    elif margin_start is not None:
+        raise ConfigError("--margin-start needs a margin loss (contrastive or triplet)")
     try:
         loss_fn = get_loss(loss, **loss_kwargs)
     except ValueError as exc:
@@ -82,11 +93,15 @@ def train_model(
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
+    ids = data_mod.add_collages(ids, collages, seed)
+    n_train_sources = len(ids)
+    if val_dir is not None:
+        ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     t0 = time.time()
     pool = data_mod.build_pool(ids, views, input_size, seed, workers=workers)
     pool_seconds = time.time() - t0
     log.info("pool: %d identities × %d views in %.0f s", len(pool), views, pool_seconds)
-    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    train_idx, val_idx = _split(pool, ids[:n_train_sources], val_fraction, seed, val_dir is not None)
     p = batch_size // 2
     sampler = data_mod.BatchSampler(pool, train_idx, p, seed)
     validation = None
@@ -112,13 +127,15 @@ def train_model(
 
     with tempfile.TemporaryDirectory(prefix="dedup-train-") as tmp:
         best = Path(tmp) / "best.weights.h5"
-        budget = BudgetSchedule(learning_rate, steps, minutes)
+        budget = BudgetSchedule(learning_rate, steps, minutes, on_progress=getattr(loss_fn, "set_progress", None))
         monitor = "val_loss" if validation is not None else "loss"
         callbacks = [
             budget,
             keras.callbacks.ModelCheckpoint(best, monitor=monitor, save_best_only=True, save_weights_only=True),
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience),
         ]
+        if hard_negatives > 0:
+            callbacks.append(HardNegativeMiner(sampler, pool.views[sampler.index, 0], every=hard_negatives))
         fit_start = time.time()
         hist = model.fit(
             batches_forever(),
@@ -136,7 +153,7 @@ def train_model(
     history = {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    sym = mirror_wrap(tower)
+    sym = mirror_wrap(tower) if mirror_pass else tower
     eval_idx = val_idx if len(val_idx) >= 2 else train_idx
     emb = _embed_pool(sym, pool.views[eval_idx])
     metrics = calibrate(emb, pool, eval_idx, target=0.99, seed=seed)
@@ -158,12 +175,17 @@ def train_model(
             "colour_variant_identities": int(pool.variant.sum()),
             "train_identities": n_train_id,
             "val_identities": int(len(val_idx)),
+            "validation_dir": str(val_dir) if val_dir is not None else None,
             "views_per_identity": views,
+            "collage_groups": collages,
+            "collage_identities": int(sum(1 for i in pool.identities if i.collage_seed is not None)),
             "pool_seconds": round(pool_seconds, 1),
         },
         "architecture": {
             "tower": "plain 3x3 conv residual stages, BN, ReLU6, global avg+max pooling, dense, L2",
-            "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference",
+            "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference"
+            if mirror_pass
+            else "learned: mirrored copies are training positives",
             "params": int(tower.count_params()),
         },
         "input_size": input_size,
@@ -173,6 +195,7 @@ def train_model(
             "optimizer": "adam",
             "learning_rate": learning_rate,
             "schedule": "warm-up + cosine over the step or time budget",
+            "hard_negative_refresh_epochs": hard_negatives,
             "batch_size": batch_size,
             "steps": budget.step,
             "epochs": len(history.get("loss", [])),
@@ -200,6 +223,18 @@ def train_model(
     write_card(out_dir, card)
     log.info("model written to %s: threshold %.4f, val %s", out_dir, metrics["threshold"], metrics)
     return card
+
+
+def _split(
+    pool: data_mod.Pool, train_ids: list[data_mod.Identity], val_fraction: float, seed: int, separate: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation identity indices: a random share of the groups, or (``separate``) the
+    identities that came from the validation folder."""
+    if not separate:
+        return data_mod.split_groups(pool, val_fraction, seed)
+    from_train = set(map(id, train_ids))
+    is_val = np.array([id(ident) not in from_train for ident in pool.identities])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def _trainable_tower(model: Any) -> Any:
@@ -268,8 +303,13 @@ def recalibrate(
     n_variants = 1 if data.get("colour_variant_identities") else 0
     val_fraction = data.get("val_identities", 0) / max(1, data.get("identities_with_colour_variants", 1))
     ids = data_mod.add_colour_variants(data_mod.load_identities(data_dir), n_variants, seed)
+    ids = data_mod.add_collages(ids, int(data.get("collage_groups", 0)), seed)
+    n_train_sources = len(ids)
+    val_dir = Path(data["validation_dir"]) if data.get("validation_dir") else None
+    if val_dir is not None:
+        ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     pool = data_mod.build_pool(ids, views, int(card["input_size"]), seed, workers=workers)
-    _, val_idx = data_mod.split_groups(pool, round(val_fraction, 3) or 0.1, seed)
+    _, val_idx = _split(pool, ids[:n_train_sources], round(val_fraction, 3) or 0.1, seed, val_dir is not None)
     encoder = load_encoder(model_dir)
     views_arr = pool.views[val_idx]
     n, v = views_arr.shape[:2]

@@ -11,32 +11,24 @@ from typing import Any
 
 from keras import ops
 
-from dedup.embedding.losses.base import BatchLoss, pair_labels, pairwise_distances
+from dedup.embedding.losses.base import MarginLoss, pair_labels, pairwise_distances
 
 
-class ContrastiveLoss(BatchLoss):
+class ContrastiveLoss(MarginLoss):
     """Margin contrastive loss; in a batch every pair counts, positives and negatives weighted equally."""
 
     name = "contrastive"
-
-    def __init__(self, margin: float = 1.0) -> None:
-        # Unit vectors are at most 2 apart, so a margin outside (0, 2] either does nothing or cannot be met.
-        if not 0.0 < margin <= 2.0:
-            raise ValueError(f"margin must be in (0, 2] for unit-norm embeddings (got {margin}); try 1.0")
-        self.margin = float(margin)
+    default_margin = 1.0
 
     def pair_loss(self, distance: Any, label: Any) -> Any:
         """Mean loss of explicit pairs: ``distance`` (n,), ``label`` (n,) with 1 = duplicate."""
         y = ops.cast(label, "float32")
         d = ops.cast(distance, "float32")
-        return ops.mean(y * ops.square(d) + (1.0 - y) * ops.square(ops.relu(self.margin - d)))
+        return ops.mean(y * ops.square(d) + (1.0 - y) * ops.square(ops.relu(self.current - d)))
 
     def __call__(self, ids: Any, embeddings: Any) -> Any:
         pos, neg = pair_labels(ids)  # (n, n) each
         d = pairwise_distances(embeddings)  # (n, n)
         pos_term = ops.sum(pos * ops.square(d)) / ops.maximum(ops.sum(pos), 1.0)
-        neg_term = ops.sum(neg * ops.square(ops.relu(self.margin - d))) / ops.maximum(ops.sum(neg), 1.0)
+        neg_term = ops.sum(neg * ops.square(ops.relu(self.current - d))) / ops.maximum(ops.sum(neg), 1.0)
         return pos_term + neg_term
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "margin": self.margin}

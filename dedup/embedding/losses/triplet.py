@@ -12,18 +12,14 @@ from typing import Any
 
 from keras import ops
 
-from dedup.embedding.losses.base import BatchLoss, pair_labels, pairwise_distances
+from dedup.embedding.losses.base import MarginLoss, pair_labels, pairwise_distances
 
 
-class TripletLoss(BatchLoss):
+class TripletLoss(MarginLoss):
     """Semi-hard triplet loss over every anchor–positive pair of the batch."""
 
     name = "triplet"
-
-    def __init__(self, margin: float = 0.3) -> None:
-        if not 0.0 < margin <= 2.0:
-            raise ValueError(f"margin must be in (0, 2] for unit-norm embeddings (got {margin}); try 0.3")
-        self.margin = float(margin)
+    default_margin = 0.3
 
     def __call__(self, ids: Any, embeddings: Any) -> Any:
         pos, neg = pair_labels(ids)  # (n, n)
@@ -39,8 +35,5 @@ class TripletLoss(BatchLoss):
         hard_d = ops.max(d_an * negk, axis=2)  # (n, n)
         has_semi = ops.cast(ops.greater(ops.sum(semi, axis=2), 0.0), "float32")
         d_neg = has_semi * semi_d + (1.0 - has_semi) * hard_d
-        per_pair = ops.relu(d - d_neg + self.margin) * pos
+        per_pair = ops.relu(d - d_neg + self.current) * pos
         return ops.sum(per_pair) / ops.maximum(ops.sum(pos), 1.0)
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "margin": self.margin}
