@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dedup import __version__
-from dedup.config import DEFAULT_K, ENV_DB_URL, ENV_INDEX_KIND, ENV_MODEL, ENV_STORE, INDEX_KIND_CHOICES
+from dedup.config import (
+    DEFAULT_K,
+    ENV_DB_URL,
+    ENV_INDEX_KIND,
+    ENV_MODEL,
+    ENV_STORE,
+    INDEX_KIND_CHOICES,
+    IVF_MIN_VECTORS,
+)
 from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, DedupError
 
 if TYPE_CHECKING:
@@ -69,9 +77,9 @@ class _Group(click.Group):
     type=click.Choice(INDEX_KIND_CHOICES, case_sensitive=False),
     envvar=ENV_INDEX_KIND,
     default=None,
-    help="Vector index: auto (exact, IVF from 100,000 images), flat, ivf, or ivfpq (compressed, ~56 bytes an "
-    "image, results re-ranked exactly). A store whose index is of another kind rebuilds it. "
-    "[env DEDUP_INDEX_KIND; default auto]",
+    help=f"Vector index: auto (exact search, IVF from {IVF_MIN_VECTORS:,} images), flat, ivf, or ivfpq "
+    "(compressed: ~54 bytes an image instead of ~520, results re-ranked exactly). A store whose index is of "
+    "another kind rebuilds it. [env DEDUP_INDEX_KIND; default auto]",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")

@@ -10,6 +10,7 @@ from pathlib import Path
 ENV_STORE = "DEDUP_STORE"
 ENV_DB_URL = "DEDUP_DB_URL"
 ENV_MODEL = "DEDUP_MODEL"
+ENV_INDEX_KIND = "DEDUP_INDEX_KIND"
 
 DEFAULT_STORE = "dedup-store"
 #: File extensions ingest looks at (lower case, with the dot).
@@ -26,6 +27,10 @@ BATCH_SIZE = 64
 INDEX_SAVE_INTERVAL_S = 30.0
 #: Catalogs with at least this many vectors get an IVF index (sub-millisecond queries) instead of an exact one.
 IVF_MIN_VECTORS = 100_000
+#: Index kinds a user may choose for a store; "auto" (or none) is exact search below IVF_MIN_VECTORS, IVF above.
+#: "ivfpq" keeps 32 bytes of code a vector instead of its float32 values (512 bytes at 128-d); results are re-ranked
+#: on the catalog's exact vectors.
+INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
 
@@ -37,17 +42,25 @@ def default_model_dir() -> Path:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where a store lives: its folder and the SQLAlchemy URL of its catalog."""
+    """Where a store lives (its folder and the SQLAlchemy URL of its catalog) and which index kind it wants."""
 
     root: Path
     db_url: str
+    #: None picks by catalog size (flat, then IVF from IVF_MIN_VECTORS on); else a kind of dedup.index.INDEX_KINDS.
+    index_kind: str | None = None
 
     @classmethod
-    def resolve(cls, store: str | os.PathLike[str] | None = None, db_url: str | None = None) -> StoreConfig:
-        """Fill unset values from the environment, then from the defaults."""
+    def resolve(
+        cls,
+        store: str | os.PathLike[str] | None = None,
+        db_url: str | None = None,
+        index_kind: str | None = None,
+    ) -> StoreConfig:
+        """Fill unset values from the environment, then from the defaults ("auto" index kind means None)."""
         root = Path(store or os.environ.get(ENV_STORE) or DEFAULT_STORE).expanduser().resolve()
         url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{root / 'catalog.sqlite'}"
-        return cls(root=root, db_url=url)
+        kind = (index_kind or os.environ.get(ENV_INDEX_KIND) or "auto").strip().lower()
+        return cls(root=root, db_url=url, index_kind=None if kind == "auto" else kind)
 
     @property
     def index_dir(self) -> Path:

@@ -217,7 +217,7 @@ def test_inputs_are_checked(kind: str) -> None:
 
 
 def test_unknown_kind_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match="flat, ivf, numpy"):
+    with pytest.raises(ConfigError, match="flat, ivf, ivfpq, numpy"):
         create_index(8, "hnsw")
     with pytest.raises(ConfigError, match="dim"):
         create_index(0)

@@ -77,8 +77,9 @@ def _sidecar_field(d: Mapping[str, Any], name: str, typ: type, *, minimum: int |
 class VectorIndex(ABC):
     """Nearest-neighbour search over unit vectors keyed by our own non-negative int64 ids.
 
-    Implementations: ``FaissIndex`` (the product) and ``NumpyIndex`` (plain brute force, the
-    reference the tests compare against). Persistence lives in ``dedup.index.store``, which calls
+    Implementations: ``FaissIndex`` (the product), ``IVFIndex`` and ``PQIndex`` (large catalogs; the
+    latter's distances are approximate) and ``NumpyIndex`` (plain brute force, the reference the tests
+    compare against). Persistence lives in ``dedup.index.store``, which calls
     ``write``/``read`` on a temporary path and makes the result atomic.
     """
 
@@ -95,6 +96,23 @@ class VectorIndex(ABC):
     @abstractmethod
     def kind(self) -> str:
         """The factory kind this index was created with (recorded in the sidecar)."""
+
+    @property
+    def approximate_scores(self) -> bool:
+        """True when search distances are estimates (compressed codes), not exact.
+
+        Callers that show a distance or compare it with a threshold then fetch more candidates than they need
+        and re-score them on the exact vectors (:func:`exact_rerank`).
+        """
+        return False
+
+    @property
+    def undertrained(self) -> bool:
+        """True when the index now holds far more vectors than it was trained on, so a rebuild would serve better.
+
+        Only trained indexes (compressed codes) say so; the store then rebuilds from the catalog when it loads.
+        """
+        return False
 
     @abstractmethod
     def __len__(self) -> int:
@@ -215,3 +233,25 @@ def sort_hits(distances: FloatArray, ids: IdArray) -> tuple[FloatArray, IdArray]
     """Order one query's hits by distance, then id (ties get a stable, reproducible order)."""
     order = np.lexsort((ids, distances))
     return distances[order], ids[order]
+
+
+def exact_rerank(
+    query: npt.ArrayLike, ids: npt.ArrayLike, vectors: npt.ArrayLike, k: int
+) -> tuple[FloatArray, IdArray]:
+    """The ``k`` nearest of the candidates ``ids`` to one ``query``, scored exactly on their ``vectors`` (n, dim).
+
+    Returns (distances float32 ascending, then by id; ids int64), at most ``k`` of each and no missing slots. This is
+    how answers of an index with ``approximate_scores`` become exact: its ``search`` picks the candidates, the
+    caller supplies their stored vectors.
+    """
+    k = check_k(k)
+    flat = np.asarray(query, dtype=np.float32).reshape(-1)
+    q = check_vectors(flat[None, :], flat.size, what="query")[0]
+    id_arr = check_ids(ids)
+    if id_arr.size == 0:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+    vec = check_vectors(vectors, q.size)
+    if vec.shape[0] != id_arr.size:
+        raise ValueError(f"got {id_arr.size} ids for {vec.shape[0]} vectors")
+    distances, ranked = sort_hits(ip_to_distance(vec @ q), id_arr)
+    return distances[:k], ranked[:k]

@@ -6,12 +6,14 @@ from dedup.errors import ConfigError
 from dedup.index.base import VectorIndex, check_dim
 from dedup.index.faiss_index import FaissIndex
 from dedup.index.ivf_index import IVFIndex
+from dedup.index.pq_index import PQIndex
 from dedup.index.reference import NumpyIndex
 
 #: Kind name → implementation (the sidecar's ``kind``).
 INDEX_KINDS: dict[str, type[VectorIndex]] = {
     "flat": FaissIndex,  # exact inner product in FAISS: the default
     "ivf": IVFIndex,  # inverted lists: large catalogs (see dedup.config.IVF_MIN_VECTORS)
+    "ivfpq": PQIndex,  # inverted lists of 32-byte codes: large catalogs in little memory; approximate scores
     "numpy": NumpyIndex,  # exact brute force in numpy: the reference
 }
 
@@ -26,7 +28,7 @@ def index_class(kind: str) -> type[VectorIndex]:
 
 
 def create_index(dim: int, kind: str = "flat") -> VectorIndex:
-    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat", "ivf" or "numpy")."""
+    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat", "ivf", "ivfpq" or "numpy")."""
     cls = index_class(kind)
     try:
         dim = check_dim(dim)

@@ -3,6 +3,10 @@
 Small catalogs get an exact range search; large ones an inverted-file (IVF) range search, which finds
 near-duplicate pairs almost perfectly at a small ``nprobe`` because duplicate pairs are far closer to
 each other than to any cluster boundary (DESIGN.md; ``benchmarks/report_scale.py`` measures the recall).
+
+The graph is built from the raw vectors it is given (the report passes the catalog's stored vectors), in an index
+of its own that holds them uncompressed, never from the store's index. Its distances are therefore exact whatever
+index kind the store uses, the compressed ``ivfpq`` included, and need no re-ranking.
 """
 
 from __future__ import annotations

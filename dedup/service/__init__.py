@@ -36,9 +36,14 @@ def open_store(
     store: str | os.PathLike[str] | None = None,
     db_url: str | None = None,
     model: str | os.PathLike[str] | None = None,
+    index_kind: str | None = None,
 ) -> Store:
-    """Open a store folder (``DEDUP_STORE`` / ``./dedup-store`` by default); parts load on first use."""
-    return Store(StoreConfig.resolve(store, db_url), model_dir=model)
+    """Open a store folder (``DEDUP_STORE`` / ``./dedup-store`` by default); parts load on first use.
+
+    ``index_kind`` ("auto", "flat", "ivf", "ivfpq"; ``DEDUP_INDEX_KIND``) picks the index; the saved index is
+    rebuilt from the catalog when its kind differs.
+    """
+    return Store(StoreConfig.resolve(store, db_url, index_kind), model_dir=model)
 
 
 __all__ = [

@@ -20,12 +20,44 @@ from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
 log = logging.getLogger(__name__)
 
 
+#: An index with approximate scores is asked for this many candidates per wanted hit (and at least
+#: RERANK_MIN), which are then re-scored on the catalog's exact vectors.
+RERANK_FACTOR = 4
+RERANK_MIN = 50
+
+
 def _neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, ImageInfo]]:
-    """The ``n`` nearest catalog images, nearest first, joined with their catalog rows."""
-    distances, ids = store.index.search(vector[None, :], n)
+    """The ``n`` nearest catalog images, nearest first, joined with their catalog rows; distances are exact."""
+    index = store.index
+    if index.approximate_scores:
+        return _reranked_neighbours(store, vector, n)
+    distances, ids = index.search(vector[None, :], n)
     found = [(float(d), int(i)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
     infos = store.catalog.images([i for _, i in found])
     return [(d, infos[i]) for d, i in found if i in infos]
+
+
+def _reranked_neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, ImageInfo]]:
+    """:func:`_neighbours` for an index of compressed codes: over-fetch, then re-score on the stored vectors.
+
+    The codes rank well enough to put the true nearest among the first few dozen candidates, but their
+    distances are estimates, and users see distances and compare them with the model's threshold.
+    """
+    from dedup.index import exact_rerank
+
+    _, ids = store.index.search(vector[None, :], max(RERANK_FACTOR * n, RERANK_MIN))
+    candidates = [int(i) for i in ids[0] if i >= 0]
+    infos = store.catalog.images(candidates)
+    stored = store.catalog.stored_vectors({info.sha256 for info in infos.values()}, store.encoder.model_id)
+    # An image deleted since the index was last brought up to date has no row (or vector) any more: skip it.
+    known = [i for i in candidates if i in infos and infos[i].sha256 in stored]
+    if len(known) < len(candidates):
+        log.debug("%d index candidates have no stored vector; skipped", len(candidates) - len(known))
+    if not known:
+        return []
+    vectors = np.stack([stored[infos[i].sha256] for i in known])
+    distances, ranked = exact_rerank(vector, np.asarray(known, dtype=np.int64), vectors, n)
+    return [(float(d), infos[int(i)]) for d, i in zip(distances, ranked, strict=True)]
 
 
 def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:

@@ -28,7 +28,8 @@ class Store:
     """The parts of one store folder, each loaded on first use.
 
     The catalog is the source of truth; the FAISS index is derived from it and rebuilt whenever
-    its sidecar (model id, count, catalog generation) disagrees with the catalog.
+    its sidecar (model id, count, catalog generation, kind) disagrees with the catalog and the
+    configured kind, or when a trained index holds far more vectors than it was trained on.
     """
 
     def __init__(
@@ -37,6 +38,10 @@ class Store:
         model_dir: str | os.PathLike[str] | None = None,
         ivf_min_vectors: int = IVF_MIN_VECTORS,
     ) -> None:
+        if config.index_kind is not None:
+            from dedup.index.factory import index_class
+
+            index_class(config.index_kind)  # ConfigError naming the valid kinds, before any work is done
         self.config = config
         self.model_dir = Path(model_dir) if model_dir else None
         self.ivf_min_vectors = ivf_min_vectors
@@ -93,14 +98,19 @@ class Store:
         if loaded is not None:
             index, info = loaded
             fresh = info.model_id == model_id and info.generation == generation and len(index) == info.count
-            if fresh and index.kind == self._kind_for(info.count):
+            wanted = self._kind_for(info.count)
+            if fresh and index.kind == wanted and not index.undertrained:
                 return index
             log.info(
-                "index is stale (model %s, generation %d; catalog has model %s, generation %d): rebuilding",
+                "index is stale (model %s, generation %d, kind %s%s; catalog has model %s, generation %d, "
+                "wants kind %s): rebuilding",
                 info.model_id,
                 info.generation,
+                info.kind,
+                ", trained on far fewer vectors than it holds" if index.undertrained else "",
                 model_id,
                 generation,
+                wanted,
             )
         ids, vectors = self.catalog.indexed_vectors(model_id)
         index = create_index(self.encoder.dim, self._kind_for(len(ids)))
@@ -112,7 +122,15 @@ class Store:
         return index
 
     def _kind_for(self, count: int) -> str:
-        """Exact search for small catalogs, IVF from ``ivf_min_vectors`` on (the index is rebuilt on crossing)."""
+        """The configured index kind; automatically, exact search for small catalogs and IVF from ``ivf_min_vectors``.
+
+        The index is rebuilt whenever this changes. An empty catalog always gets a flat index: IVF lists and PQ
+        codebooks are trained on the first vectors, and an untrained index cannot be saved.
+        """
+        if count == 0:
+            return "flat"
+        if self.config.index_kind is not None:
+            return self.config.index_kind
         return "ivf" if count >= max(1, self.ivf_min_vectors) else "flat"
 
     def update_index(
