@@ -33,6 +33,10 @@ IVF_MIN_VECTORS = 100_000
 INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
+#: A query photo is embedded whole and as centred crops of these side fractions; a catalog image's score is its
+#: best match over the views. A customer's photo shows the product smaller than the catalog shot does, on a
+#: background: the crops frame it closer (phone-photo top-1 on the accuracy benchmark, docs/benchmarks.md §1).
+QUERY_CROPS: tuple[float, ...] = (1.0, 0.8, 0.6)
 
 
 def default_model_dir() -> Path:

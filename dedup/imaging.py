@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,6 +189,19 @@ def to_model_input(img: Image.Image, size: int) -> np.ndarray:
     if side != size:
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0 if side > 2 * size else None)
     return np.asarray(img, dtype=np.uint8)
+
+
+def centre_crops(img: Image.Image, fractions: Sequence[float]) -> list[Image.Image]:
+    """Centred crops keeping ``fractions`` of each side (1.0 is the image itself), in order."""
+    w, h = img.size
+    out = []
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"crop fractions must be in (0, 1], got {f}")
+        cw, ch = max(1, round(w * f)), max(1, round(h * f))
+        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        out.append(img if (cw, ch) == (w, h) else img.crop((x0, y0, x0 + cw, y0 + ch)))
+    return out
 
 
 def thumbnail_jpeg(img: Image.Image, size: int = 160, quality: int = 80) -> bytes:

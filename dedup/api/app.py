@@ -32,7 +32,15 @@ from dedup.api.guards import (
 from dedup.api.page import PAGE_CSP, PAGE_HTML
 from dedup.config import DEFAULT_K
 from dedup.errors import ImageError
-from dedup.service import EmbeddingCache, Store, add_image, compare_bytes, embed_bytes, image_thumbnail, search_vector
+from dedup.service import (
+    EmbeddingCache,
+    Store,
+    add_image,
+    compare_bytes,
+    embed_query_bytes,
+    image_thumbnail,
+    search_vector,
+)
 from dedup.types import ImageInfo, QueryResult
 
 log = logging.getLogger(__name__)
@@ -228,11 +236,11 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         data = _read_upload(image, state.max_upload_bytes)
         name = _label(image, "upload")
         try:
-            vector = embed_bytes(store, data, name, cache=state.cache, max_pixels=state.max_pixels)
+            views = embed_query_bytes(store, data, name, cache=state.cache, max_pixels=state.max_pixels)
         except ImageError as exc:
             raise image_error(exc) from exc
         with state.index_lock:
-            result = search_vector(store, name, vector, k, category or None)
+            result = search_vector(store, name, views, k, category or None)
         encoder = store.encoder
         return _query_json(result, encoder.model_id, encoder.threshold)
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
+from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS, QUERY_CROPS
 from dedup.errors import ImageError
-from dedup.imaging import decode_bytes, iter_image_files, load_image, thumbnail_jpeg
+from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg, to_model_input
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
@@ -27,14 +28,23 @@ RERANK_MIN = 50
 
 
 def _neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, ImageInfo]]:
-    """The ``n`` nearest catalog images, nearest first, joined with their catalog rows; distances are exact."""
+    """The ``n`` nearest catalog images, nearest first, joined with their catalog rows; distances are exact.
+
+    ``vector`` is one embedding ``(dim,)`` or several views of one query ``(m, dim)``: then an image's
+    distance is its smallest distance to any view.
+    """
+    views = np.atleast_2d(vector)
     index = store.index
     if index.approximate_scores:
-        return _reranked_neighbours(store, vector, n)
-    distances, ids = index.search(vector[None, :], n)
-    found = [(float(d), int(i)) for d, i in zip(distances[0], ids[0], strict=True) if i >= 0]
-    infos = store.catalog.images([i for _, i in found])
-    return [(d, infos[i]) for d, i in found if i in infos]
+        return _reranked_neighbours(store, views, n)
+    distances, ids = index.search(views, n)
+    best: dict[int, float] = {}
+    for d, i in zip(distances.ravel(), ids.ravel(), strict=True):
+        if i >= 0 and float(d) < best.get(int(i), np.inf):
+            best[int(i)] = float(d)
+    found = sorted(best.items(), key=lambda t: (t[1], t[0]))[:n]
+    infos = store.catalog.images([i for i, _ in found])
+    return [(d, infos[i]) for i, d in found if i in infos]
 
 
 def _reranked_neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, ImageInfo]]:
@@ -45,8 +55,8 @@ def _reranked_neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple
     """
     from dedup.index import exact_rerank
 
-    _, ids = store.index.search(vector[None, :], max(RERANK_FACTOR * n, RERANK_MIN))
-    candidates = [int(i) for i in ids[0] if i >= 0]
+    _, ids = store.index.search(vector, max(RERANK_FACTOR * n, RERANK_MIN))
+    candidates = list(dict.fromkeys(int(i) for i in ids.ravel() if i >= 0))
     infos = store.catalog.images(candidates)
     stored = store.catalog.stored_vectors({info.sha256 for info in infos.values()}, store.encoder.model_id)
     # An image deleted since the index was last brought up to date has no row (or vector) any more: skip it.
@@ -56,8 +66,14 @@ def _reranked_neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple
     if not known:
         return []
     vectors = np.stack([stored[infos[i].sha256] for i in known])
-    distances, ranked = exact_rerank(vector, np.asarray(known, dtype=np.int64), vectors, n)
-    return [(float(d), infos[int(i)]) for d, i in zip(distances, ranked, strict=True)]
+    ids_arr = np.asarray(known, dtype=np.int64)
+    best: dict[int, float] = {}
+    for view in vector:  # an image's distance is the one to its closest view
+        distances, ranked = exact_rerank(view, ids_arr, vectors, len(known))
+        for d, i in zip(distances, ranked, strict=True):
+            best[int(i)] = min(best.get(int(i), np.inf), float(d))
+    found = sorted(best.items(), key=lambda t: (t[1], t[0]))[:n]
+    return [(d, infos[i]) for i, d in found]
 
 
 def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:
@@ -66,7 +82,8 @@ def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:
 
 
 def search_vector(store: Store, name: str, vector: np.ndarray, k: int, category: str | None = None) -> QueryResult:
-    """Top-k catalog images for an embedding; with ``category``, only images of products in it.
+    """Top-k catalog images for an embedding ``(dim,)`` or a query's views ``(m, dim)`` (an image then scores
+    its best view); with ``category``, only images of products in it.
 
     The category match ignores case. Filtering over-fetches from the index and widens the search
     until k matches are found or the whole index was looked at. Not safe to call while another
@@ -116,6 +133,38 @@ def embed_bytes(
     return vector
 
 
+def query_views(store: Store, image: Image.Image) -> np.ndarray:
+    """Embeddings ``(m, dim)`` of a query image: whole and as the centred crops of :data:`QUERY_CROPS`.
+
+    The image is decoded as for ingest (the whole view of a catalog file's bytes is its catalog vector);
+    the crops are cut from it, so a query costs one decode and ``m`` model inputs in one batch.
+    """
+    size = store.encoder.input_size
+    return store.encoder.embed(np.stack([to_model_input(v, size) for v in centre_crops(image, QUERY_CROPS)]))
+
+
+def embed_query_bytes(
+    store: Store,
+    data: bytes,
+    name: str = "<upload>",
+    *,
+    cache: EmbeddingCache | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
+    encoder = store.encoder
+    key = f"{encoder.model_id}#query{QUERY_CROPS}"
+    if cache is not None and data:
+        cached = cache.get(key, hashlib.sha256(data).hexdigest())
+        if cached is not None:
+            return cached
+    loaded = decode_bytes(data, name, target=store.encoder.input_size, max_pixels=max_pixels)
+    views = query_views(store, loaded.image)
+    if cache is not None:
+        cache.put(key, loaded.sha256, views)
+    return views
+
+
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Expand query arguments: files stay as given, folders become the image files under them."""
     out: list[Path] = []
@@ -134,15 +183,13 @@ def query_paths(
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    encoder = store.encoder
     for p in paths:
         try:
-            loaded = load_image(p, target=encoder.input_size)
+            loaded = load_image(p, target=store.encoder.input_size)
         except ImageError as exc:
             yield exc
             continue
-        vector = encoder.embed_images([loaded.image])[0]
-        yield search_vector(store, str(p), vector, k, category)
+        yield search_vector(store, str(p), query_views(store, loaded.image), k, category)
 
 
 def query_bytes(
@@ -159,8 +206,8 @@ def query_bytes(
 
     ``category``, ``cache`` and ``max_pixels`` are as in :func:`search_vector` and :func:`embed_bytes`.
     """
-    vector = embed_bytes(store, data, name, cache=cache, max_pixels=max_pixels)
-    return search_vector(store, name, vector, k, category)
+    views = embed_query_bytes(store, data, name, cache=cache, max_pixels=max_pixels)
+    return search_vector(store, name, views, k, category)
 
 
 def _distance(va: np.ndarray, vb: np.ndarray) -> float:
