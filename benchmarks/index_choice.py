@@ -136,6 +136,59 @@ def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: 
     return row, exact_generic
 
 
+def bench_dedup_kind(
+    kind: str, x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: np.ndarray, exact_generic: np.ndarray
+) -> dict:
+    """One of dedup's own index kinds as a store builds it (``create_index(kind)`` then one ``add``).
+
+    An index with approximate scores is measured as a query uses it: 50 candidates re-ranked exactly on the
+    stored vectors (here the catalog array itself).
+    """
+    from dedup.index import create_index, exact_rerank
+
+    before = rss_bytes()
+    t = time.perf_counter()
+    index = create_index(x.shape[1], kind)
+    index.add(np.arange(len(x), dtype=np.int64), x)
+    build = time.perf_counter() - t
+    grown = rss_bytes() - before
+    fetch = 50 if index.approximate_scores else K
+
+    def search(q: np.ndarray) -> np.ndarray:
+        _, cand = index.search(q, fetch)
+        if not index.approximate_scores:
+            return cand
+        out = np.full((len(q), K), -1, dtype=np.int64)
+        for r in range(len(q)):
+            ids = cand[r][cand[r] >= 0]
+            _, ranked = exact_rerank(q[r], ids, x[ids], K)
+            out[r, : len(ranked)] = ranked
+        return out
+
+    t = time.perf_counter()
+    ids_generic = search(generic)
+    batch = time.perf_counter() - t
+    ids_dup = search(dup)
+    p50, p99 = _latency(lambda q, k: search(q), generic)
+    tmp = ROOT / "bench-data" / f".index_choice_{os.getpid()}.faiss"
+    index.write(tmp)
+    size = tmp.stat().st_size
+    tmp.unlink()
+    setting = f"nprobe={getattr(index, 'nprobe', '-')}" + (", 50 re-ranked" if index.approximate_scores else "")
+    row = _row(
+        f"dedup kind {kind!r} ({type(index).__name__})",
+        setting,
+        build,
+        size,
+        grown,
+        len(x),
+        (p50, p99),
+        len(generic) / batch,
+        _recalls(ids_generic, exact_generic, ids_dup, originals),
+    )
+    return row  # the index is freed on return (the search closure goes with it)
+
+
 def bench_faiss(
     name: str,
     factory: str,
@@ -206,7 +259,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="catalog vectors")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default about 4 sqrt(n))")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["ivf", "hnsw", "pq"], help="leave these out")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ivf", "hnsw", "pq", "dedup"], help="leave these out")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "index_choice.json")
     args = parser.parse_args()
     import faiss
@@ -226,6 +279,10 @@ def main() -> None:
     rows.append(exact_row)
     print(_line(exact_row), flush=True)
     common = (x, generic, dup, originals, exact_generic)
+    if "dedup" not in args.skip:
+        for kind in ("ivf", "ivfpq"):
+            rows.append(bench_dedup_kind(kind, *common))
+            print(_line(rows[-1]), flush=True)
     if "ivf" not in args.skip:
         rows += bench_faiss("IVF", f"IVF{nlist},Flat", *common, "nprobe", [1, 4, 16, 64], train)
     if "hnsw" not in args.skip:
