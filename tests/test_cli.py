@@ -176,3 +176,31 @@ def test_evaluate_against_the_sample_truth(cli_store: Path, sample_copy: Path, t
     text = json.dumps(payload)
     assert "precision" in text and "recall" in text
     assert svg.read_text().lstrip().startswith("<")
+
+
+def test_train_on_labelled_pairs_with_a_validation_folder(tmp_path: Path) -> None:
+    from .test_training import _product
+
+    data, val = tmp_path / "data", tmp_path / "val"
+    data.mkdir()
+    val.mkdir()
+    rows = ["path_a,path_b,label"]
+    for i in range(0, 12, 2):
+        _product(i).save(data / f"a{i}.png")
+        _product(i).rotate(3, fillcolor="white").save(data / f"b{i}.png")
+        rows.append(f"a{i}.png,b{i}.png,1")
+        if i:
+            rows.append(f"a{i}.png,a{i - 2}.png,0")
+    (data / "pairs.csv").write_text("\n".join(rows) + "\n")
+    for i in range(30, 34):
+        _product(i).save(val / f"v{i}.png")
+    out = tmp_path / "model"
+    args = ["train", str(data / "pairs.csv"), "--out", str(out), "--val", str(val), "--steps", "2"]
+    args += ["--input-size", "48", "--dim", "64", "--batch-size", "8", "--views", "3", "--no-mirror-pass"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["data"]["validation_dir"] == str(val) and card["data"]["val_identities"] == 4
+    assert card["data"]["source_identities"] == 6  # six pairs of duplicates → six products
+    bad = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), "--val", str(tmp_path / "nope")])
+    assert bad.exit_code == 2 and "--val" in bad.output
