@@ -522,9 +522,11 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.option("--target-precision", type=click.FloatRange(0.5, 1.0), default=0.99, show_default=True)
 @click.pass_context
 def calibrate(ctx: click.Context, pairs_csv: str, out_dir: str, target_precision: float) -> None:
-    """Choose the duplicate threshold on your own labelled pairs (CSV: path_a,path_b,label).
+    """Choose the duplicate threshold on your own labelled pairs or groups.
 
-    Writes a copy of the model with the new threshold to --out; use it with --model.
+    The CSV is path_a,path_b,label (1 = duplicate) or path,group (images in one group are duplicates of
+    each other, all others are not), as for evaluate. Writes a copy of the model with the largest
+    threshold whose precision reaches --target-precision to --out; use it with --model.
     """
     from dedup.service.calibration import calibrate_threshold
 

@@ -1,8 +1,7 @@
-"""The calibrate job: choose a model's duplicate threshold on a user's own labelled pairs."""
+"""The calibrate job: choose a model's duplicate threshold on a user's own labelled pairs or groups."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import logging
 import os
@@ -12,56 +11,45 @@ from typing import Any
 import numpy as np
 
 from dedup.errors import ConfigError, ImageError, InputError
-from dedup.matching.metrics import threshold_at_precision
+from dedup.matching.metrics import group_pairs, threshold_at_precision
+from dedup.service.evaluation import read_truth
 from dedup.service.store import Store
 
 log = logging.getLogger(__name__)
 
 
-def read_pairs(csv_path: Path) -> list[tuple[Path, Path, int]]:
-    """Labelled pairs ``path_a,path_b,label`` (label 1 = duplicate); paths relative to the CSV's folder."""
-    pairs: list[tuple[Path, Path, int]] = []
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if not {"path_a", "path_b", "label"} <= set(reader.fieldnames or []):
-                raise InputError(f"{csv_path}: needs the columns path_a, path_b, label (1 = duplicate, 0 = not)")
-            for line, row in enumerate(reader, start=2):
-                label = (row["label"] or "").strip()
-                if label not in ("0", "1"):
-                    raise InputError(f"{csv_path}:{line}: label must be 0 or 1, not {label!r}")
-                a, b = (csv_path.parent / row["path_a"].strip(), csv_path.parent / row["path_b"].strip())
-                pairs.append((a, b, int(label)))
-    except OSError as exc:
-        raise InputError(f"{csv_path}: cannot read: {exc.strerror or exc}") from exc
-    return pairs
-
-
 def calibrate_threshold(
     store: Store, pairs_csv: str | os.PathLike[str], out_dir: str | os.PathLike[str], target: float = 0.99
 ) -> dict[str, Any]:
-    """Embed the labelled pairs, pick the largest threshold with precision ≥ ``target`` and write a copy
+    """Embed a ground truth (labelled pairs ``path_a,path_b,label`` or groups ``path,group``: every pair in a
+    group is a duplicate, every pair across groups is not, as in ``evaluate``), pick the largest threshold
+    with precision ≥ ``target`` and write a copy
     of the store's model with that threshold to ``out_dir`` (use it with ``--model``). Returns the figures.
 
     The weights are unchanged, so a store built with the original model stays valid with the copy.
     """
     from dedup.training.trainer import copy_model
 
-    pairs = read_pairs(Path(pairs_csv))
-    if not any(label for *_, label in pairs) or all(label for *_, label in pairs):
+    truth = read_truth(pairs_csv)
+    if truth.form == "groups":
+        a, b, labels = group_pairs(truth.groups)
+    else:
+        a, b, labels = truth.pair_a, truth.pair_b, truth.pair_label
+    if not labels.any() or labels.all():
         raise InputError(f"{pairs_csv}: needs both duplicate (1) and non-duplicate (0) pairs")
-    files = sorted({p for a, b, _ in pairs for p in (a, b)})
-    vectors: dict[Path, np.ndarray] = {}
+    vectors = np.zeros((len(truth.paths), store.encoder.dim), np.float32)
+    usable = np.zeros(len(truth.paths), bool)
     skipped: list[str] = []
-    for path in files:
+    for n, path in enumerate(truth.paths):
         try:
-            vectors[path] = store.embed_paths([path])[0]
+            vectors[n] = store.embed_paths([path])[0]
+            usable[n] = True
         except ImageError as exc:
             skipped.append(exc.message)
             log.warning("skipped %s", exc.message)
-    usable = [(a, b, y) for a, b, y in pairs if a in vectors and b in vectors]
-    dist = np.array([float(np.linalg.norm(vectors[a] - vectors[b])) for a, b, _ in usable])
-    labels = np.array([y for *_, y in usable])
+    keep = usable[a] & usable[b]
+    a, b, labels = a[keep], b[keep], labels[keep]
+    dist = np.linalg.norm(vectors[a] - vectors[b], axis=1)
     found = threshold_at_precision(dist, labels, target)
     if found is None:
         raise ConfigError(
@@ -77,7 +65,7 @@ def calibrate_threshold(
         copy_model(Path(src), out)
     card = read_card(out)
     result = {
-        "pairs": len(usable),
+        "pairs": int(len(labels)),
         "skipped_files": skipped,
         "target_precision": target,
         "threshold": round(threshold, 4),
