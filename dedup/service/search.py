@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,15 +122,30 @@ def embed_bytes(
     bytes that were embedded before are neither decoded nor embedded again.
     """
     encoder = store.encoder
+    return _decode_cached(
+        store, data, name, encoder.model_id, lambda img: encoder.embed_images([img])[0], cache, max_pixels
+    )
+
+
+def _decode_cached(
+    store: Store,
+    data: bytes,
+    name: str,
+    key: str,
+    embed: Callable[[Image.Image], np.ndarray],
+    cache: EmbeddingCache | None,
+    max_pixels: int,
+) -> np.ndarray:
+    """``embed`` of the decoded bytes, through ``cache`` under ``key`` and the bytes' sha256 when given."""
     if cache is not None and data:
-        cached = cache.get(encoder.model_id, hashlib.sha256(data).hexdigest())
+        cached = cache.get(key, hashlib.sha256(data).hexdigest())
         if cached is not None:
             return cached
-    loaded = decode_bytes(data, name, target=encoder.input_size, max_pixels=max_pixels)
-    vector = encoder.embed_images([loaded.image])[0]
+    loaded = decode_bytes(data, name, target=store.encoder.input_size, max_pixels=max_pixels)
+    out = embed(loaded.image)
     if cache is not None:
-        cache.put(encoder.model_id, loaded.sha256, vector)
-    return vector
+        cache.put(key, loaded.sha256, out)
+    return out
 
 
 def query_views(store: Store, image: Image.Image) -> np.ndarray:
@@ -152,17 +167,8 @@ def embed_query_bytes(
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
-    encoder = store.encoder
-    key = f"{encoder.model_id}#query{QUERY_CROPS}"
-    if cache is not None and data:
-        cached = cache.get(key, hashlib.sha256(data).hexdigest())
-        if cached is not None:
-            return cached
-    loaded = decode_bytes(data, name, target=store.encoder.input_size, max_pixels=max_pixels)
-    views = query_views(store, loaded.image)
-    if cache is not None:
-        cache.put(key, loaded.sha256, views)
-    return views
+    key = f"{store.encoder.model_id}#query{QUERY_CROPS}"
+    return _decode_cached(store, data, name, key, lambda img: query_views(store, img), cache, max_pixels)
 
 
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
