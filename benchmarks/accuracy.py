@@ -167,6 +167,8 @@ def run(
                 "clusters": ev["clusters"],
             }
         )
+    dev = evals["dev"]
+    result["dedup_dev"] = {k: dev[k] for k in ("threshold", "pairs", "best_f1", "at_precision", "queries")}
     result["dedup_test_oracle_best_f1"] = test["best_f1"]
     result["dedup_test_oracle_at_precision"] = test["at_precision"]
     if with_hashes:
@@ -253,6 +255,14 @@ def print_tables(result: dict[str, Any]) -> None:
         print(f"{'':<10}" + "".join(f"{h:>12}" for h in heads))
         row = [m["by_kind"]["variant"]["false_positive_rate"] for m in result["methods"]]
         print(f"{'variant':<10}" + "".join(f"{'' if v is None else f'{v:.4f}':>12}" for v in row))
+    d = result["dedup_dev"]
+    dp, dq, dap = d["pairs"], d["queries"], d["at_precision"]
+    print(
+        f"\ndev split, dedup at the card threshold {d['threshold']:.4f}: P {_f(dp['precision'])} R {_f(dp['recall'])} "
+        f"F1 {_f(dp['f1'])}; best F1 {d['best_f1']['f1']:.3f} at {d['best_f1']['threshold']:.4f}; "
+        f"recall at precision >= {dap['target']}: {_f(dap['recall'])} at {_f(dap['threshold'])}; "
+        f"phone top-1 {_f(dq['recall_at_1'])} R@5 {_f(dq['recall_at_5'])}"
+    )
     o = result["dedup_test_oracle_best_f1"]
     print(f"\ndedup's best F1 on the test split itself (for reference only): {o['f1']:.3f} at {o['threshold']:.4f}")
     ap = result["dedup_test_oracle_at_precision"]
