@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hard-negatives", type=int, default=0, help="refresh look-alike batches every N epochs")
     ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--calibrate-truth",
+        type=Path,
+        default=None,
+        help="after training, set the card threshold on this held-out path,group truth (dedup calibrate)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python scripts/train_default.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
@@ -55,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
     )
     print(f"threshold {card['threshold']:.4f}; validation {card['validation']}")
+    if args.calibrate_truth is not None:
+        import tempfile
+
+        from dedup.service import open_store
+        from dedup.service.calibration import calibrate_threshold
+
+        with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "store", model=str(args.out)) as store:
+            result = calibrate_threshold(store, args.calibrate_truth, args.out, target=0.99)
+        print(f"calibrated on {args.calibrate_truth}: {result}")
     return 0
 
 
