@@ -338,7 +338,7 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
     "--sweep",
     type=click.Path(dir_okay=False, writable=True),
     default=None,
-    help="Write the precision-recall curve and the distance histogram to this SVG file.",
+    help="Write the precision-recall curve and the distance histogram to this file: a .png image or an .svg drawing.",
 )
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
@@ -358,7 +358,7 @@ def evaluate(
     from dedup.service import evaluation_text
 
     with _open(ctx) as store:
-        result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep_svg=sweep)
+        result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep=sweep)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:

@@ -11,8 +11,13 @@ import xml.dom.minidom
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageColor
 
-from dedup.errors import InputError
+from dedup.cli import cli
+from dedup.errors import EXIT_INPUT, InputError
+from dedup.report.plots import BAR_OPACITY, PANEL_H, PANEL_W
+from dedup.report.plots_png import SCALE
 from dedup.service import Store, evaluate, evaluation_text
 from dedup.service.evaluation import read_queries, read_truth
 from dedup.types import IngestSummary
@@ -40,8 +45,15 @@ def queries_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def result(ingested: tuple[Store, IngestSummary], sample_copy: Path, queries_csv: Path, tmp_path_factory) -> dict:
     store, _ = ingested
-    svg = tmp_path_factory.mktemp("sweep") / "sweep.svg"
-    return evaluate(store, sample_copy / "truth.csv", queries_csv=queries_csv, sweep_svg=svg)
+    png = tmp_path_factory.mktemp("sweep") / "sweep.png"
+    return evaluate(store, sample_copy / "truth.csv", queries_csv=queries_csv, sweep=png)
+
+
+@pytest.fixture(scope="module")
+def svg_result(ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path_factory) -> dict:
+    store, _ = ingested
+    svg = tmp_path_factory.mktemp("sweep_svg") / "sweep.svg"
+    return evaluate(store, sample_copy / "truth.csv", sweep=svg)
 
 
 def test_every_truth_image_is_scored_from_the_catalog(result: dict, sample_copy: Path) -> None:
@@ -84,17 +96,73 @@ def test_best_threshold_reproduces_its_scores(
     assert again["pairs"]["f1"] >= result["pairs"]["f1"] - 1e-9
 
 
-def test_sweep_svg_is_written(result: dict) -> None:
-    path = Path(result["sweep_svg"])
+def _rgb(colour: str) -> tuple[int, int, int]:
+    r, g, b = ImageColor.getrgb(colour)[:3]
+    return r, g, b
+
+
+def _over_white(colour: str, opacity: float) -> tuple[int, int, int]:
+    return tuple(round(c * opacity + 255 * (1 - opacity)) for c in _rgb(colour))  # type: ignore[return-value]
+
+
+def _has_colour(colours: set[tuple[int, int, int]], want: tuple[int, int, int], tolerance: int = 2) -> bool:
+    return any(max(abs(a - b) for a, b in zip(c, want, strict=True)) <= tolerance for c in colours)
+
+
+def test_sweep_png_is_written(result: dict) -> None:
+    path = Path(result["sweep"])
+    assert path.suffix == ".png" and path.is_absolute()
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        assert img.size == (2 * PANEL_W * SCALE, PANEL_H * SCALE)
+        assert img.info.get("Title") == "dedup evaluate: threshold sweep"
+        rgb = img.convert("RGB")
+    colours = {c for _, c in rgb.getcolors(maxcolors=1 << 20) or []}
+    assert len(colours) > 20, "the plot is (nearly) blank"
+    # Legend swatches and the threshold mark in their own colours; the bars of both classes blended over white.
+    for colour in ("#1f77b4", "#d62728", "#2ca02c"):
+        assert _rgb(colour) in colours, colour
+    histogram = rgb.crop((PANEL_W * SCALE, 0, rgb.width, rgb.height))
+    bar_colours = {c for _, c in histogram.getcolors(maxcolors=1 << 20) or []}
+    for colour in ("#1f77b4", "#d62728"):
+        assert _has_colour(bar_colours, _over_white(colour, BAR_OPACITY)), f"no {colour} bar"
+    # The PR curve is drawn in the left panel, not only its axes.
+    pr_panel = rgb.crop((0, 0, PANEL_W * SCALE, rgb.height))
+    assert _rgb("#1f77b4") in {c for _, c in pr_panel.getcolors(maxcolors=1 << 20) or []}
+
+
+def test_sweep_svg_is_still_written(svg_result: dict) -> None:
+    path = Path(svg_result["sweep"])
+    assert path.suffix == ".svg"
     doc = xml.dom.minidom.parse(str(path))  # well-formed XML
     assert doc.documentElement.tagName == "svg"
     text = path.read_text()
     assert "polyline" in text and "threshold" in text
 
 
+@pytest.mark.parametrize("name", ["sweep.jpg", "sweep", "sweep.png.txt"])
+def test_sweep_with_another_suffix_is_refused(
+    ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path: Path, name: str
+) -> None:
+    store, _ = ingested
+    with pytest.raises(InputError, match=r"\.png or \.svg"):
+        evaluate(store, sample_copy / "truth.csv", sweep=tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
+def test_cli_sweep_with_another_suffix_exits_as_an_input_error(sample_copy: Path, tmp_path: Path) -> None:
+    out = tmp_path / "sweep.jpeg"
+    result = CliRunner().invoke(
+        cli, ["--store", str(tmp_path / "store"), "evaluate", str(sample_copy / "truth.csv"), "--sweep", str(out)]
+    )
+    assert result.exit_code == EXIT_INPUT, result.output
+    assert ".png or .svg" in result.stderr and not out.exists()
+
+
 def test_text_summary(result: dict) -> None:
     text = evaluation_text(result)
     assert "B-cubed" in text and "Recall@1" in text and "crop_90" in text
+    assert f"sweep plot: {result['sweep']}" in text
 
 
 def test_labelled_pairs_with_files_outside_the_catalog(

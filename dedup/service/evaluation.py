@@ -29,7 +29,8 @@ import numpy as np
 from dedup.config import BATCH_SIZE
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching import metrics
-from dedup.report.plots import sweep_svg as render_sweep
+from dedup.report.plots import sweep_svg
+from dedup.report.plots_png import sweep_png
 from dedup.service.reporting import build_report
 from dedup.service.search import query_paths
 from dedup.service.store import Store
@@ -42,6 +43,8 @@ TARGET_PRECISION = 0.99
 QUERY_DEPTH = 50
 #: Group truths are scored on all pairs (n² / 2): beyond this many images, give labelled pairs instead.
 MAX_GROUP_IMAGES = 20_000
+#: Suffixes of the sweep plot file and the format each one writes.
+SWEEP_FORMATS = (".png", ".svg")
 _TRUE = {"1", "true", "yes", "duplicate", "dup"}
 _FALSE = {"0", "false", "no", "not_duplicate", "different"}
 
@@ -266,21 +269,55 @@ def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[st
     }
 
 
+def _sweep_format(path: str | os.PathLike[str]) -> str:
+    """``"png"`` or ``"svg"`` from the sweep file's suffix (either case); InputError for any other suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SWEEP_FORMATS:
+        raise InputError(
+            f"cannot tell the sweep plot's format from {os.fspath(path)!r}: "
+            f"its name must end in {' or '.join(SWEEP_FORMATS)}"
+        )
+    return suffix.removeprefix(".")
+
+
+def _write_sweep(
+    out: Path,
+    precision: np.ndarray,
+    recall: np.ndarray,
+    positive: np.ndarray,
+    negative: np.ndarray,
+    chosen: tuple[float, float, float],
+) -> str:
+    """Render the sweep plot in the format of ``out``'s suffix, write it there; returns its absolute path."""
+    try:
+        if _sweep_format(out) == "png":
+            out.write_bytes(sweep_png(precision, recall, positive, negative, chosen=chosen))
+        else:
+            out.write_text(sweep_svg(precision, recall, positive, negative, chosen=chosen), encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    log.info("sweep plot written to %s", out)
+    return str(out.resolve())
+
+
 def evaluate(
     store: Store,
     truth_csv: str | os.PathLike[str],
     queries_csv: str | os.PathLike[str] | None = None,
     threshold: float | None = None,
-    sweep_svg: str | os.PathLike[str] | None = None,
+    sweep: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score the store's model against a ground truth; returns a JSON-ready dict.
 
     Sections: ``pairs`` (precision, recall, F1 at ``threshold``, default the model card's), ``by_kind``,
     ``best_f1`` and ``at_precision`` (thresholds this truth would choose), ``clusters`` (B-cubed of the
-    duplicate report's clusters; groups truths only), ``queries`` (with ``queries_csv``). With
-    ``sweep_svg``, writes the precision-recall curve and the distance histogram there.
+    duplicate report's clusters; groups truths only), ``queries`` (with ``queries_csv``). With ``sweep``
+    (a ``.png`` or ``.svg`` path), writes the precision-recall curve and the distance histogram there, in the
+    format its suffix names, and ``sweep`` in the result is its absolute path.
     """
     started = time.monotonic()
+    if sweep is not None:
+        _sweep_format(sweep)  # refuse a bad suffix before the long part, not after it
     thr = store.encoder.threshold if threshold is None else float(threshold)
     if not 0.0 <= thr <= 2.0:
         raise ConfigError(f"threshold must be a distance between 0 and 2, got {thr}")
@@ -328,18 +365,12 @@ def evaluate(
         },
         "clusters": _bcubed_section(store, truth, from_catalog, thr) if truth.form == "groups" else None,
         "queries": _query_section(store, truth, queries_csv) if queries_csv is not None else None,
-        "sweep_svg": None,
+        "sweep": None,
     }
-    if sweep_svg is not None:
+    if sweep is not None:
         _, precision, recall, _ = metrics.precision_recall_curve(dist, labels)
         chosen = (scores.recall or 0.0, scores.precision if scores.precision is not None else 1.0, thr)
-        svg = render_sweep(precision, recall, dist[labels == 1], dist[labels == 0], chosen=chosen)
-        out = Path(sweep_svg)
-        try:
-            out.write_text(svg, encoding="utf-8")
-        except OSError as exc:
-            raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
-        result["sweep_svg"] = str(out.resolve())
+        result["sweep"] = _write_sweep(Path(sweep), precision, recall, dist[labels == 1], dist[labels == 0], chosen)
     result["seconds"] = round(time.monotonic() - started, 3)
     return result
 
@@ -391,6 +422,6 @@ def evaluation_text(result: dict[str, Any]) -> str:
             f"queries ({q['count']}, by {q['by']}): Recall@1 {q['recall_at_1']:.4f}, Recall@5 {q['recall_at_5']:.4f}, "
             f"MRR {q['mrr']:.4f}" + (f"; {len(q['failed'])} unreadable" if q["failed"] else "")
         )
-    if result["sweep_svg"]:
-        lines.append(f"sweep plot: {result['sweep_svg']}")
+    if result["sweep"]:
+        lines.append(f"sweep plot: {result['sweep']}")
     return "\n".join(lines) + "\n"
