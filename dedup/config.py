@@ -33,10 +33,28 @@ IVF_MIN_VECTORS = 100_000
 INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
-#: A query photo is embedded whole and as centred crops of these side fractions; a catalog image's score is its
-#: best match over the views. A customer's photo shows the product smaller than the catalog shot does, on a
-#: background: the crops frame it closer (phone-photo top-1 on the accuracy benchmark, docs/benchmarks.md §1).
-QUERY_CROPS: tuple[float, ...] = (1.0, 0.8, 0.6)
+#: A query photo is embedded whole (1.0) and as centred crops of the other side fractions given here; a catalog
+#: image scores its best view. Crops frame a small product in a customer's photo closer: they lifted phone-photo
+#: top-1 by 7-10 points with the previous model, and by nothing with the shipped one on the dev split
+#: (docs/benchmarks.md §1), so the default is the whole photo alone. Env DEDUP_QUERY_CROPS, e.g. "1,0.8,0.6".
+QUERY_CROPS: tuple[float, ...] = (1.0,)
+ENV_QUERY_CROPS = "DEDUP_QUERY_CROPS"
+
+
+def query_crops_from_env() -> tuple[float, ...]:
+    """:data:`QUERY_CROPS`, or the comma-separated fractions in ``DEDUP_QUERY_CROPS`` (ConfigError if malformed)."""
+    text = os.environ.get(ENV_QUERY_CROPS, "").strip()
+    if not text:
+        return QUERY_CROPS
+    try:
+        crops = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        crops = ()
+    if not crops or not all(0.0 < c <= 1.0 for c in crops):
+        from dedup.errors import ConfigError
+
+        raise ConfigError(f"{ENV_QUERY_CROPS} must be comma-separated side fractions in (0, 1], got {text!r}")
+    return crops
 
 
 def default_model_dir() -> Path:
@@ -52,6 +70,8 @@ class StoreConfig:
     db_url: str
     #: None picks by catalog size (flat, then IVF from IVF_MIN_VECTORS on); else a kind of dedup.index.INDEX_KINDS.
     index_kind: str | None = None
+    #: Views of a query photo (see QUERY_CROPS).
+    query_crops: tuple[float, ...] = QUERY_CROPS
 
     @classmethod
     def resolve(
@@ -64,7 +84,8 @@ class StoreConfig:
         root = Path(store or os.environ.get(ENV_STORE) or DEFAULT_STORE).expanduser().resolve()
         url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{root / 'catalog.sqlite'}"
         kind = (index_kind or os.environ.get(ENV_INDEX_KIND) or "auto").strip().lower()
-        return cls(root=root, db_url=url, index_kind=None if kind == "auto" else kind)
+        crops = query_crops_from_env()
+        return cls(root=root, db_url=url, index_kind=None if kind == "auto" else kind, query_crops=crops)
 
     @property
     def index_dir(self) -> Path:

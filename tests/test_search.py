@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from dedup.config import QUERY_CROPS
+from dedup.config import ENV_QUERY_CROPS, QUERY_CROPS, query_crops_from_env
+from dedup.errors import ConfigError
 from dedup.imaging import centre_crops, load_image
-from dedup.service import Store, embed_query_bytes, query_paths, search_vector
+from dedup.service import Store, embed_query_bytes, open_store, query_paths, search_vector
 from dedup.service.cache import EmbeddingCache
 from dedup.service.search import query_views
 from dedup.types import IngestSummary
@@ -26,11 +28,29 @@ def test_centre_crops_keep_the_centre() -> None:
         centre_crops(img, (0.0,))
 
 
-def test_query_distance_is_the_best_view(ingested: tuple[Store, IngestSummary]) -> None:
-    store, _ = ingested
+@pytest.fixture
+def three_view_store(ingested: tuple[Store, IngestSummary], monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    """The ingested samples opened again with queries looking at three views."""
+    monkeypatch.setenv(ENV_QUERY_CROPS, "1,0.8,0.6")
+    with open_store(ingested[0].config.root) as store:
+        yield store
+
+
+def test_query_crops_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert query_crops_from_env() == QUERY_CROPS
+    monkeypatch.setenv(ENV_QUERY_CROPS, "1, 0.7")
+    assert query_crops_from_env() == (1.0, 0.7)
+    for bad in ("0", "1,x", "1.5"):
+        monkeypatch.setenv(ENV_QUERY_CROPS, bad)
+        with pytest.raises(ConfigError):
+            query_crops_from_env()
+
+
+def test_query_distance_is_the_best_view(three_view_store: Store) -> None:
+    store = three_view_store
     photo = sorted(SAMPLE_QUERIES.glob("*.jpg"))[0]
     views = query_views(store, load_image(photo, target=store.encoder.input_size).image)
-    assert views.shape == (len(QUERY_CROPS), store.encoder.dim)
+    assert views.shape == (3, store.encoder.dim)
     np.testing.assert_allclose(np.linalg.norm(views, axis=1), 1.0, atol=1e-5)
     result = search_vector(store, photo.name, views, 5)
     ids, vectors = store.catalog.indexed_vectors(store.encoder.model_id)
@@ -44,8 +64,8 @@ def test_query_distance_is_the_best_view(ingested: tuple[Store, IngestSummary]) 
     assert single.hits[0].distance >= result.hits[0].distance - 1e-6
 
 
-def test_query_of_catalog_bytes_finds_them_at_distance_zero(ingested: tuple[Store, IngestSummary]) -> None:
-    store, _ = ingested
+def test_query_of_catalog_bytes_finds_them_at_distance_zero(three_view_store: Store) -> None:
+    store = three_view_store
     info = store.catalog.images([1])[1]
     data = Path(info.path).read_bytes()
     cache = EmbeddingCache()

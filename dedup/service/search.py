@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS, QUERY_CROPS
+from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
 from dedup.errors import ImageError
 from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg, to_model_input
 from dedup.service.cache import EmbeddingCache
@@ -149,13 +149,14 @@ def _decode_cached(
 
 
 def query_views(store: Store, image: Image.Image) -> np.ndarray:
-    """Embeddings ``(m, dim)`` of a query image: whole and as the centred crops of :data:`QUERY_CROPS`.
+    """Embeddings ``(m, dim)`` of a query image: the centred crops of the store's ``query_crops`` (1.0 = whole).
 
     The image is decoded as for ingest (the whole view of a catalog file's bytes is its catalog vector);
     the crops are cut from it, so a query costs one decode and ``m`` model inputs in one batch.
     """
     size = store.encoder.input_size
-    return store.encoder.embed(np.stack([to_model_input(v, size) for v in centre_crops(image, QUERY_CROPS)]))
+    views = centre_crops(image, store.config.query_crops)
+    return store.encoder.embed(np.stack([to_model_input(v, size) for v in views]))
 
 
 def embed_query_bytes(
@@ -167,7 +168,7 @@ def embed_query_bytes(
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
-    key = f"{store.encoder.model_id}#query{QUERY_CROPS}"
+    key = f"{store.encoder.model_id}#query{store.config.query_crops}"
     return _decode_cached(store, data, name, key, lambda img: query_views(store, img), cache, max_pixels)
 
 
