@@ -68,10 +68,12 @@ def test_identical_images_have_distance_zero(encoder: Encoder, holdout: list[Ima
     assert np.linalg.norm(a - b, axis=1).max() < 1e-5
 
 
-def test_mirror_image_is_the_same_embedding(encoder: Encoder, holdout: list[Image.Image]) -> None:
+def test_mirror_image_is_a_duplicate(encoder: Encoder, holdout: list[Image.Image]) -> None:
+    # The shipped tower learned mirror invariance (no mirror sum at inference): a mirrored held-out image must
+    # fall within the duplicate threshold of its original (measured 0.14-0.38 against 0.61), not at 0.
     mirrored = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in holdout]
     d = np.linalg.norm(encoder.embed_images(holdout) - encoder.embed_images(mirrored), axis=1)
-    assert d.max() < 1e-3
+    assert d.max() < encoder.threshold
 
 
 def test_jpeg_reencode_is_closer_than_another_image(encoder: Encoder, holdout: list[Image.Image]) -> None:
