@@ -101,6 +101,36 @@ def _row(
     }
 
 
+def _measure_dedup(
+    index: Any,
+    name: str,
+    setting: str,
+    search: Any,
+    build: float,
+    grown: int,
+    x: np.ndarray,
+    generic: np.ndarray,
+    dup: np.ndarray,
+    originals: np.ndarray,
+    exact_generic: np.ndarray | None,
+) -> tuple[dict, np.ndarray]:
+    """Searches with ``search(queries) -> ids``, latency, saved size and the row of one of dedup's own indexes;
+    also the generic-query ids (the ground truth when ``exact_generic`` is None: the index is the exact one)."""
+    t = time.perf_counter()
+    ids_generic = search(generic)
+    batch = time.perf_counter() - t
+    ids_dup = search(dup)
+    p50, p99 = _latency(lambda q, k: search(q), generic)
+    tmp = ROOT / "bench-data" / f".index_choice_{os.getpid()}.faiss"
+    index.write(tmp)
+    size = tmp.stat().st_size
+    tmp.unlink()
+    truth = ids_generic if exact_generic is None else exact_generic
+    recalls = _recalls(ids_generic, truth, ids_dup, originals)
+    row = _row(name, setting, build, size, grown, len(x), (p50, p99), len(generic) / batch, recalls)
+    return row, ids_generic
+
+
 def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: np.ndarray) -> tuple[dict, np.ndarray]:
     """dedup's own exact index (FAISS IndexIDMap2 over IndexFlatIP); also the ground truth for generic queries."""
     from dedup.index import create_index
@@ -111,25 +141,18 @@ def bench_exact(x: np.ndarray, generic: np.ndarray, dup: np.ndarray, originals: 
     index.add(np.arange(len(x), dtype=np.int64), x)
     build = time.perf_counter() - t
     grown = rss_bytes() - before
-    t = time.perf_counter()
-    _, exact_generic = index.search(generic, K)
-    batch = time.perf_counter() - t
-    _, ids_dup = index.search(dup, K)
-    p50, p99 = _latency(index.search, generic)
-    tmp = ROOT / "bench-data" / f".index_choice_{os.getpid()}.faiss"
-    index.write(tmp)
-    size = tmp.stat().st_size
-    tmp.unlink()
-    row = _row(
+    row, exact_generic = _measure_dedup(
+        index,
         "exact (dedup FaissIndex: IDMap2 + FlatIP)",
         "-",
+        lambda q, idx=index: idx.search(q, K)[1],
         build,
-        size,
         grown,
-        len(x),
-        (p50, p99),
-        len(generic) / batch,
-        _recalls(exact_generic, exact_generic, ids_dup, originals),
+        x,
+        generic,
+        dup,
+        originals,
+        None,
     )
     del index
     gc.collect()
@@ -165,27 +188,9 @@ def bench_dedup_kind(
             out[r, : len(ranked)] = ranked
         return out
 
-    t = time.perf_counter()
-    ids_generic = search(generic)
-    batch = time.perf_counter() - t
-    ids_dup = search(dup)
-    p50, p99 = _latency(lambda q, k: search(q), generic)
-    tmp = ROOT / "bench-data" / f".index_choice_{os.getpid()}.faiss"
-    index.write(tmp)
-    size = tmp.stat().st_size
-    tmp.unlink()
     setting = f"nprobe={getattr(index, 'nprobe', '-')}" + (", 50 re-ranked" if index.approximate_scores else "")
-    row = _row(
-        f"dedup kind {kind!r} ({type(index).__name__})",
-        setting,
-        build,
-        size,
-        grown,
-        len(x),
-        (p50, p99),
-        len(generic) / batch,
-        _recalls(ids_generic, exact_generic, ids_dup, originals),
-    )
+    name = f"dedup kind {kind!r} ({type(index).__name__})"
+    row, _ = _measure_dedup(index, name, setting, search, build, grown, x, generic, dup, originals, exact_generic)
     return row  # the index is freed on return (the search closure goes with it)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,9 @@ DEFAULT_NPROBE = 16
 def _nlist_for(n: int) -> int:
     # ~2·√n lists, but FAISS wants at least 39 training points per list.
     return max(1, min(int(2 * math.sqrt(n)), n // 39))
+
+
+_IVF = TypeVar("_IVF", bound="IVFIndex")
 
 
 class IVFIndex(FaissIndex):
@@ -101,17 +104,30 @@ class IVFIndex(FaissIndex):
         super().write(path)
 
     @classmethod
-    def read(cls, path: Path) -> IVFIndex:
-        """Load a file written by ``write``; ValueError if it is not an inner-product ``IndexIVFFlat``."""
+    def read(cls: type[_IVF], path: Path) -> _IVF:
+        """Load a file written by ``write``; ValueError if it does not hold this kind's inner-product FAISS index."""
         import faiss
 
         try:
             loaded = faiss.read_index(str(path))  # already the concrete class; no downcast (it would not own it)
         except RuntimeError as exc:
             raise ValueError(f"FAISS cannot read {path}: {exc}") from exc
-        if not isinstance(loaded, faiss.IndexIVFFlat) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError(f"{path} holds a {type(loaded).__name__}, expected an inner-product IndexIVFFlat")
+        expected = cls._faiss_class()
+        if not isinstance(loaded, expected) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"{path} holds a {type(loaded).__name__}, expected an inner-product {expected.__name__}")
+        cls._after_read(loaded)
         return cls(int(loaded.d), _faiss_index=loaded)
+
+    @classmethod
+    def _faiss_class(cls) -> type:
+        """The FAISS index class a file of this kind holds."""
+        import faiss
+
+        return faiss.IndexIVFFlat  # type: ignore[no-any-return]
+
+    @classmethod
+    def _after_read(cls, loaded: Any) -> None:
+        """Restore what ``write`` left out of the file (nothing for a flat IVF index)."""
 
 
 class _Empty:

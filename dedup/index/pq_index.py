@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,15 +127,13 @@ class PQIndex(IVFIndex):
             self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
 
     @classmethod
-    def read(cls, path: Path) -> PQIndex:
-        """Load a file written by ``write``; ValueError if it is not an inner-product ``IndexIVFPQ``."""
+    def _faiss_class(cls) -> type:
         import faiss
 
-        try:
-            loaded = faiss.read_index(str(path))  # already the concrete class; no downcast (it would not own it)
-        except RuntimeError as exc:
-            raise ValueError(f"FAISS cannot read {path}: {exc}") from exc
-        if not isinstance(loaded, faiss.IndexIVFPQ) or loaded.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError(f"{path} holds a {type(loaded).__name__}, expected an inner-product IndexIVFPQ")
-        loaded.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
-        return cls(int(loaded.d), _faiss_index=loaded)
+        return faiss.IndexIVFPQ  # type: ignore[no-any-return]
+
+    @classmethod
+    def _after_read(cls, loaded: Any) -> None:
+        import faiss
+
+        loaded.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # not saved: see write

@@ -38,11 +38,7 @@ def _neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple[float, I
     if index.approximate_scores:
         return _reranked_neighbours(store, views, n)
     distances, ids = index.search(views, n)
-    best: dict[int, float] = {}
-    for d, i in zip(distances.ravel(), ids.ravel(), strict=True):
-        if i >= 0 and float(d) < best.get(int(i), np.inf):
-            best[int(i)] = float(d)
-    found = sorted(best.items(), key=lambda t: (t[1], t[0]))[:n]
+    found = _closest(distances.ravel(), ids.ravel(), n)
     infos = store.catalog.images([i for i, _ in found])
     return [(d, infos[i]) for i, d in found if i in infos]
 
@@ -67,13 +63,19 @@ def _reranked_neighbours(store: Store, vector: np.ndarray, n: int) -> list[tuple
         return []
     vectors = np.stack([stored[infos[i].sha256] for i in known])
     ids_arr = np.asarray(known, dtype=np.int64)
-    best: dict[int, float] = {}
-    for view in vector:  # an image's distance is the one to its closest view
-        distances, ranked = exact_rerank(view, ids_arr, vectors, len(known))
-        for d, i in zip(distances, ranked, strict=True):
-            best[int(i)] = min(best.get(int(i), np.inf), float(d))
-    found = sorted(best.items(), key=lambda t: (t[1], t[0]))[:n]
+    reranked = [exact_rerank(view, ids_arr, vectors, len(known)) for view in vector]
+    found = _closest(np.concatenate([d for d, _ in reranked]), np.concatenate([i for _, i in reranked]), n)
     return [(d, infos[i]) for i, d in found]
+
+
+def _closest(distances: np.ndarray, ids: np.ndarray, n: int) -> list[tuple[int, float]]:
+    """The ``n`` ids with the smallest distance, nearest first (then by id); an id seen under several views keeps
+    its smallest distance; id -1 (an empty index slot) is skipped."""
+    best: dict[int, float] = {}
+    for d, i in zip(distances.tolist(), ids.tolist(), strict=True):
+        if i >= 0 and d < best.get(i, np.inf):
+            best[i] = d
+    return sorted(best.items(), key=lambda t: (t[1], t[0]))[:n]
 
 
 def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:

@@ -142,8 +142,7 @@ def load_pair_identities(csv_path: Path) -> list[Identity]:
                 raise InputError(f"{csv_path}:{n}: image {f} does not exist")
         pairs.append((a, b, label in ("1", "true")))
     files = sorted({f for a, b, _ in pairs for f in (a, b)})
-    pos = _components(files, [(a, b) for a, b, dup in pairs if dup])
-    identity_of = {f: root for f, root in pos.items()}
+    identity_of = _components(files, [(a, b) for a, b, dup in pairs if dup])
     roots = sorted(set(identity_of.values()))
     near = _components(roots, [(identity_of[a], identity_of[b]) for a, b, dup in pairs if not dup])
     size: dict[Path, int] = {}
