@@ -434,6 +434,11 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     show_default=True,
     help="Export an exactly mirror-invariant model (twice the inference cost).",
 )
+@click.option(
+    "--trim-background/--no-trim-background",
+    default=None,
+    help="Crop uniform background borders from every input [default: as the --from model, else off].",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data_dir: str | None,
@@ -454,6 +459,7 @@ def train(
     collages: int,
     hard_negatives: int,
     mirror_pass: bool,
+    trim_background: bool | None,
     seed: int,
 ) -> None:
     """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
@@ -492,6 +498,7 @@ def train(
         collages=collages,
         hard_negatives=hard_negatives,
         mirror_pass=mirror_pass,
+        trim_background=trim_background,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collages", type=int, default=0, help="groups of same-parts, other-layout collages")
     ap.add_argument("--hard-negatives", type=int, default=0, help="refresh look-alike batches every N epochs")
     ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
+    ap.add_argument("--trim-background", action="store_true", help="crop uniform background borders from inputs")
+    ap.add_argument("--from-model", type=Path, default=None, help="fine-tune this model folder's tower")
+    ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--calibrate-truth",
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         collages=args.collages,
         hard_negatives=args.hard_negatives,
         mirror_pass=not args.no_mirror_pass,
+        trim_background=args.trim_background or None,
+        from_model=args.from_model,
+        learning_rate=args.learning_rate,
         seed=args.seed,
         command=command,
     )

@@ -175,3 +175,19 @@ def test_loss_constructor_errors(name: str, kwargs: dict[str, float], message: s
 
     with pytest.raises(ValueError, match=message):
         get_loss(name, **kwargs)
+
+
+def test_a_trimming_card_changes_the_model_id_and_the_inputs(tmp_path: Path, encoder: Encoder) -> None:
+    """The preprocessing is part of what a vector means: a card that trims gets its own model id."""
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_dir(), folder)
+    card = json.loads((folder / "model_card.json").read_text())
+    card["preprocess"] = {"trim_background": not encoder.trim}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    other = load_encoder(folder)
+    assert other.trim is not encoder.trim
+    assert other.model_id != encoder.model_id
+    padded = load_image(Path(__file__).resolve().parents[1] / "catalog_samples/catalog/duplicates/balloon360__pad.jpg")
+    trimming = other if other.trim else encoder
+    assert trimming.model_input(padded.image).shape == (encoder.input_size, encoder.input_size, 3)
+    assert not np.array_equal(trimming.model_input(padded.image), to_model_input(padded.image, encoder.input_size))

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from dedup.errors import ImageError
-from dedup.imaging import decode_bytes, iter_image_files, load_image, to_model_input
+from dedup.imaging import decode_bytes, iter_image_files, load_image, to_model_input, trim_background
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -124,3 +124,52 @@ def test_walk_survives_symlink_loops(tmp_path: Path) -> None:
     (tmp_path / "a" / "notes.txt").write_text("not an image")
     files = iter_image_files(tmp_path, frozenset({".png"}))
     assert [f.name for f in files] == ["x.png"]
+
+
+SAMPLES = Path(__file__).resolve().parents[1] / "catalog_samples"
+
+
+def _input_gap(a: Image.Image, b: Image.Image, trim: bool) -> float:
+    """Mean absolute pixel difference of two images' model inputs."""
+    x, y = (to_model_input(im, 96, trim=trim).astype(np.int16) for im in (a, b))
+    return float(np.abs(x - y).mean())
+
+
+def test_trim_maps_a_padded_copy_onto_its_original() -> None:
+    a = load_image(SAMPLES / "catalog" / "products" / "vehicles" / "balloon360.jpg", target=96).image
+    b = load_image(SAMPLES / "catalog" / "duplicates" / "balloon360__pad.jpg", target=96).image
+    assert trim_background(b).size != b.size  # the copy's white border is cut
+    # Trimmed, the copy's model input is close to the original's; letterboxed alone it is not.
+    assert _input_gap(a, b, trim=True) < 0.5 * _input_gap(a, b, trim=False)
+
+
+def test_trim_cuts_a_tinted_background_to_the_same_box_as_the_original() -> None:
+    a = load_image(SAMPLES / "catalog" / "products" / "symbols" / "V_filled.jpg", target=96).image
+    b = load_image(SAMPLES / "catalog" / "duplicates" / "V_filled__tint.jpg", target=96).image
+    ta, tb = trim_background(a), trim_background(b)
+    assert tb.size != b.size
+    # Same content box, as a share of each picture (the copy may be stored at another size).
+    share_a = np.array(ta.size) / np.array(a.size)
+    share_b = np.array(tb.size) / np.array(b.size)
+    assert np.abs(share_a - share_b).max() < 0.05
+
+
+def test_trim_leaves_a_photo_and_a_blank_or_full_picture_alone() -> None:
+    photo = load_image(SAMPLES / "queries" / "chick__phone.jpg", target=96).image
+    assert trim_background(photo) is photo  # a scene: the corners disagree
+    blank = Image.new("RGB", (80, 60), (255, 255, 255))
+    blank.putpixel((40, 30), (0, 0, 0))
+    assert trim_background(blank) is blank  # a speck is not content worth zooming into
+    full = Image.new("RGB", (80, 60), (255, 255, 255))
+    full.paste((200, 30, 30), (1, 1, 79, 59))
+    assert trim_background(full) is full  # nothing worth cutting
+    grey = photo.convert("L")
+    assert trim_background(grey) is grey  # only RGB pictures are trimmed
+
+
+def test_trim_keeps_a_margin_around_the_content() -> None:
+    img = Image.new("RGB", (200, 100), (250, 250, 250))
+    img.paste((20, 90, 160), (60, 20, 140, 80))  # an 80 x 60 box
+    out = trim_background(img)
+    assert out.size == (80 + 2 * 3, 60 + 2 * 3)  # 4 % of the longer side on each side
+    assert np.asarray(out)[0, 0].tolist() == [250, 250, 250]

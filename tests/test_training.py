@@ -102,6 +102,7 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
         val_fraction=0.3, workers=1, seed=0,
     )  # fmt: skip
     assert card["dim"] == 16 and card["training"]["steps"] == 4
+    assert card["preprocess"] == {"trim_background": False}
     enc = load_encoder(out)
     emb = enc.embed_images([_product(0), _product(1)])
     assert emb.shape == (2, 16)
@@ -196,11 +197,37 @@ def test_training_with_val_folder_hard_negatives_and_curves(tmp_path: Path) -> N
     card = train_model(
         data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=3,
         val_dir=val, hard_negatives=1, mirror_pass=False, loss="triplet", margin=0.4, margin_start=0.2,
-        workers=1, seed=0,
+        trim_background=True, workers=1, seed=0,
     )  # fmt: skip
     assert card["data"]["val_identities"] == 4 and card["data"]["train_identities"] >= 10
+    assert load_encoder(out).trim
+    # A fine-tune keeps the preprocessing its starting model was trained with.
+    tuned = train_model(
+        data, tmp_path / "tuned", input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        from_model=out, mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    assert tuned["preprocess"] == {"trim_background": True}
     assert card["loss"]["margin_schedule"]["start"] == 0.2
     assert card["architecture"]["mirror_invariant"].startswith("learned")
     curves = out / card["files"]["curves"]
     with Image.open(curves) as im:
         assert im.format == "PNG" and im.width > 400
+
+
+def test_calibrate_on_a_single_design_ends() -> None:
+    """A validation split holding one design (an image and its colour variant) has no different pairs."""
+    from dedup.training.calibrate import calibrate
+    from dedup.training.data import Pool
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(2, 3, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+    pool = Pool(
+        views=np.zeros((2, 3, 8, 8, 3), np.uint8),
+        kinds=np.array([[0, 1, 2], [0, 1, 2]], np.int8),
+        groups=np.array([7, 7]),
+        variant=np.array([False, True]),
+        identities=[],
+    )
+    metrics = calibrate(emb, pool, np.array([0, 1]))
+    assert 0.0 <= metrics["threshold"] <= 2.0

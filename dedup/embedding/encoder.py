@@ -43,7 +43,13 @@ class Encoder(ABC):
         self.dim = int(card["dim"])
         self.input_size = int(card["input_size"])
         self.threshold = float(card["threshold"])
-        self.model_id = MODEL_ID_PREFIX + _sha256(weights)[:12]
+        #: Crop a uniform background border before embedding (the model was trained that way).
+        self.trim = bool(card.get("preprocess", {}).get("trim_background", False))
+        digest = _sha256(weights)
+        if self.trim:
+            # Other inputs make other vectors: the id must change with the preprocessing, not only the weights.
+            digest = hashlib.sha256(f"{digest}:trim_background".encode()).hexdigest()
+        self.model_id = MODEL_ID_PREFIX + digest[:12]
         self.weights = weights
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
@@ -65,7 +71,11 @@ class Encoder(ABC):
         """Embed RGB PIL images, preprocessed with :func:`dedup.imaging.to_model_input`."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        return self.embed(np.stack([to_model_input(im, self.input_size) for im in images]))
+        return self.embed(np.stack([self.model_input(im) for im in images]))
+
+    def model_input(self, image: Image.Image) -> np.ndarray:
+        """The ``(S, S, 3)`` uint8 input this model expects for an RGB image."""
+        return to_model_input(image, self.input_size, trim=self.trim)
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:

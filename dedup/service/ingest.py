@@ -6,18 +6,22 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import ImageError, InputError
-from dedup.imaging import LoadedImage, iter_image_files, load_image, to_model_input
+from dedup.imaging import LoadedImage, iter_image_files, load_image
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
+
+if TYPE_CHECKING:
+    from dedup.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +94,31 @@ def ingest_folder(
             if progress:
                 progress(0, len(todo))
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-            size = encoder.input_size
-            with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-                # Decode the next batch while this one is embedded and written: the threads and the
-                # model then keep both cores busy instead of taking turns.
-                pending = [pool.submit(_decode, t, size) for t in batches[0]] if batches else []
+            workers = max(1, os.cpu_count() or 1)
+            # Three stages run at once: worker threads decode batch i+1, this thread embeds batch i, and
+            # a writer thread stores batch i-1 (catalog transaction + index update). Decoding and the
+            # model release the GIL; the writer is mostly Python, so it is the one overlapped.
+            with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
+                pending = [pool.submit(_decode, t, encoder) for t in batches[0]] if batches else []
+                in_flight: tuple[Future[None], _Prepared] | None = None
                 for i, batch in enumerate(batches):
                     decoded = [f.result() for f in pending]
                     nxt = batches[i + 1] if i + 1 < len(batches) else []
-                    pending = [pool.submit(_decode, t, size) for t in nxt]
-                    _ingest_batch(store, batch, decoded, meta.product_for, summary, run_id)
-                    done += len(batch)
+                    pending = [pool.submit(_decode, t, encoder) for t in nxt]
+                    # Vectors of the batch still being written are not in the catalog yet: reuse them.
+                    unwritten = in_flight[1].new_vectors if in_flight is not None else {}
+                    prepared = _prepare_batch(store, batch, decoded, meta.product_for, summary, unwritten)
+                    if in_flight is not None:
+                        in_flight[0].result()
+                        done += len(in_flight[1].batch)
+                        if progress:
+                            progress(done, len(todo))
+                    in_flight = (writer.submit(_write_batch, store, prepared, run_id), prepared)
+                if in_flight is not None:
+                    in_flight[0].result()
+                    done += len(in_flight[1].batch)
                     if progress:
                         progress(done, len(todo))
-                    store.save_index(interval_s=INDEX_SAVE_INTERVAL_S)
             if prune:
                 summary.pruned = _prune(store, root, {str(p) for p in files}, known)
             status = "finished"
@@ -134,23 +149,35 @@ class _Decoded:
     model_input: np.ndarray  # (S, S, 3) uint8
 
 
-def _decode(item: _Todo, size: int) -> _Decoded | ImageError:
+def _decode(item: _Todo, encoder: Encoder) -> _Decoded | ImageError:
     """Everything per file that can run in a worker thread: decode, pixel hash, model input."""
     try:
-        loaded = load_image(item.path, target=size)
+        loaded = load_image(item.path, target=encoder.input_size)
     except ImageError as exc:
         return exc
-    return _Decoded(loaded, loaded.pixel_hash, to_model_input(loaded.image, size))
+    return _Decoded(loaded, loaded.pixel_hash, encoder.model_input(loaded.image))
 
 
-def _ingest_batch(
+@dataclass(frozen=True)
+class _Prepared:
+    """One embedded batch, ready to be written."""
+
+    batch: Sequence[_Todo]
+    records: list[ImageRecord]
+    failures: list[FailedFile]
+    new_vectors: dict[str, np.ndarray]  # contents embedded for this batch, by sha256
+    vectors: list[np.ndarray]  # one per record, in order
+
+
+def _prepare_batch(
     store: Store,
     batch: Sequence[_Todo],
     decoded: Sequence[_Decoded | ImageError],
     product_for: Callable[[Path], str],
     summary: IngestSummary,
-    run_id: int,
-) -> None:
+    unwritten: dict[str, np.ndarray],
+) -> _Prepared:
+    """Embed the new contents of a decoded batch and count it; ``unwritten`` holds vectors in flight."""
     encoder, catalog = store.encoder, store.catalog
     good: list[tuple[_Todo, _Decoded, ImageRecord]] = []
     failures: list[FailedFile] = []
@@ -174,6 +201,7 @@ def _ingest_batch(
         good.append((item, result, record))
     records = [rec for _, _, rec in good]
     stored = catalog.stored_vectors([r.sha256 for r in records], encoder.model_id)
+    stored.update({r.sha256: unwritten[r.sha256] for r in records if r.sha256 in unwritten})
     # Embed each new content once, even when the batch holds several copies of it.
     fresh: dict[str, np.ndarray] = {}
     for _, dec, rec in good:
@@ -183,7 +211,6 @@ def _ingest_batch(
     if fresh:
         emb = encoder.embed(np.stack(list(fresh.values())))
         new_vectors = dict(zip(fresh.keys(), emb, strict=True))
-    ids = catalog.write_batch(records, new_vectors, failures, encoder.model_id, run_id)
 
     counted_new: set[str] = set()
     for item, _, rec in good:
@@ -198,16 +225,26 @@ def _ingest_batch(
         else:
             summary.reused += 1
     summary.failures.extend(failures)
-
     vectors = [new_vectors[r.sha256] if r.sha256 in new_vectors else stored[r.sha256] for r in records]
+    # A vector reused from the batch in flight is stored by that batch's transaction, not this one.
+    to_store = {**{r.sha256: stored[r.sha256] for r in records if r.sha256 in unwritten}, **new_vectors}
+    return _Prepared(batch, records, failures, to_store, vectors)
+
+
+def _write_batch(store: Store, prepared: _Prepared, run_id: int) -> None:
+    """One catalog transaction for the batch, then the same change to the in-memory index."""
+    encoder = store.encoder
+    records = prepared.records
+    ids = store.catalog.write_batch(records, prepared.new_vectors, prepared.failures, encoder.model_id, run_id)
     # A known path that is now broken must leave the index.
     ok_paths = {r.path for r in records}
-    gone = [t.known.image_id for t in batch if t.known is not None and t.known.path not in ok_paths]
+    gone = [t.known.image_id for t in prepared.batch if t.known is not None and t.known.path not in ok_paths]
     store.update_index(
         add_ids=np.asarray(ids, dtype=np.int64),
-        add_vectors=np.stack(vectors).astype(np.float32) if vectors else None,
+        add_vectors=np.stack(prepared.vectors).astype(np.float32) if prepared.vectors else None,
         remove_ids=np.asarray(gone, dtype=np.int64),
     )
+    store.save_index(interval_s=INDEX_SAVE_INTERVAL_S)
 
 
 def _prune(store: Store, root: Path, present: set[str], known: dict[str, KnownFile]) -> int:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
 from dedup.errors import ImageError
-from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg, to_model_input
+from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
@@ -156,9 +156,8 @@ def query_views(store: Store, image: Image.Image) -> np.ndarray:
     The image is decoded as for ingest (the whole view of a catalog file's bytes is its catalog vector);
     the crops are cut from it, so a query costs one decode and ``m`` model inputs in one batch.
     """
-    size = store.encoder.input_size
     views = centre_crops(image, store.config.query_crops)
-    return store.encoder.embed(np.stack([to_model_input(v, size) for v in views]))
+    return store.encoder.embed(np.stack([store.encoder.model_input(v) for v in views]))
 
 
 def embed_query_bytes(

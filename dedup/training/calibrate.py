@@ -49,6 +49,8 @@ def pair_distances(emb: np.ndarray, pool: Pool, index: np.ndarray, seed: int) ->
     # Many more different-design pairs than positives: the false-positive cap needs a fine quantile.
     n_neg = max(20_000, sum(len(x) for x in pos.values()))
     other: list[float] = []
+    if len(np.unique(groups)) < 2:
+        n_neg = 0  # one design only (a tiny validation split): no different-design pairs to draw
     while len(other) < n_neg:
         i, j = rng.integers(0, n, 2)
         if groups[i] != groups[j]:

@@ -221,14 +221,17 @@ def add_collages(ids: Sequence[Identity], n_groups: int, seed: int, per_group: i
     return out
 
 
-def build_pool(ids: Sequence[Identity], views: int, size: int, seed: int, workers: int | None = None) -> Pool:
+def build_pool(
+    ids: Sequence[Identity], views: int, size: int, seed: int, workers: int | None = None, trim: bool = False
+) -> Pool:
     """Make ``views`` model inputs per identity in ``workers`` processes; drops unusable identities.
 
+    ``trim`` crops uniform background borders from every view (see :func:`dedup.imaging.to_model_input`).
     A colour variant whose source has too little colour, or a file that cannot be decoded, is dropped
     (the latter with a warning).
     """
     workers = workers or os.cpu_count() or 1
-    tasks = [(ident, views, size, seed * 1_000_003 + i) for i, ident in enumerate(ids)]
+    tasks = [(ident, views, size, seed * 1_000_003 + i, trim) for i, ident in enumerate(ids)]
     if workers > 1 and len(tasks) > 8:
         with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
             results = pool.map(_make_views, tasks, chunksize=8)
@@ -259,8 +262,8 @@ def _init_worker() -> None:
                 log.warning("background skipped: %s", exc)
 
 
-def _make_views(task: tuple[Identity, int, int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    ident, views, size, seed = task
+def _make_views(task: tuple[Identity, int, int, int, bool]) -> tuple[np.ndarray, np.ndarray] | None:
+    ident, views, size, seed, trim = task
     rng = np.random.default_rng(seed)
     sources = []
     if ident.collage_seed is not None:
@@ -294,7 +297,7 @@ def _make_views(task: tuple[Identity, int, int, int]) -> tuple[np.ndarray, np.nd
     weights = weights / weights.sum()
     out = np.empty((views, size, size, 3), np.uint8)
     kinds = np.zeros(views, np.int8)
-    out[0] = to_model_input(sources[0], size)
+    out[0] = to_model_input(sources[0], size, trim=trim)
     for v in range(1, views):
         src = sources[int(rng.integers(len(sources)))]
         if rng.random() < PHONE_SHARE:
@@ -303,7 +306,7 @@ def _make_views(task: tuple[Identity, int, int, int]) -> tuple[np.ndarray, np.nd
         else:
             name = kind_names[int(rng.choice(len(kind_names), p=weights))]
             img = augment.DUPLICATE_KINDS[name](src, rng)
-        out[v] = to_model_input(img, size)
+        out[v] = to_model_input(img, size, trim=trim)
         kinds[v] = ALL_KINDS.index(name)
     return out, kinds
 

@@ -42,6 +42,7 @@ def train_model(
     collages: int = 0,
     hard_negatives: int = 0,
     mirror_pass: bool = True,
+    trim_background: bool | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
     val_dir: Path | None = None,
@@ -62,8 +63,9 @@ def train_model(
     start from; ``from_model`` a model folder whose ``tower.keras`` is fine-tuned (its single-path inner tower).
     ``collages`` adds that many groups of two same-parts, other-layout collages (see
     :func:`dedup.training.data.add_collages`); ``hard_negatives`` N > 0 refreshes look-alike clusters
-    for the batches every N epochs; ``mirror_pass`` exports the exactly mirror-invariant wrapper
-    (twice the inference cost) instead of the single-path tower.
+    for the batches every N epochs; ``trim_background`` crops uniform background borders from every
+    input (None: as the ``from_model`` card says, else off); ``mirror_pass`` exports the exactly
+    mirror-invariant wrapper (twice the inference cost) instead of the single-path tower.
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -71,6 +73,7 @@ def train_model(
         raise ConfigError(f"val_fraction must be in [0, 0.5) (got {val_fraction})")
     import keras
 
+    from dedup.embedding.card import read_card
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
@@ -90,6 +93,9 @@ def train_model(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
+    if trim_background is None:
+        from_card = read_card(from_model) if from_model is not None else {}
+        trim_background = bool(from_card.get("preprocess", {}).get("trim_background", False))
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
@@ -98,7 +104,7 @@ def train_model(
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     t0 = time.time()
-    pool = data_mod.build_pool(ids, views, input_size, seed, workers=workers)
+    pool = data_mod.build_pool(ids, views, input_size, seed, workers=workers, trim=trim_background)
     pool_seconds = time.time() - t0
     log.info("pool: %d identities × %d views in %.0f s", len(pool), views, pool_seconds)
     train_idx, val_idx = _split(pool, ids[:n_train_sources], val_fraction, seed, val_dir is not None)
@@ -189,6 +195,7 @@ def train_model(
             "params": int(tower.count_params()),
         },
         "input_size": input_size,
+        "preprocess": {"trim_background": trim_background},
         "dim": dim,
         "loss": loss_fn.config(),
         "training": {
@@ -308,7 +315,8 @@ def recalibrate(
     val_dir = Path(data["validation_dir"]) if data.get("validation_dir") else None
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
-    pool = data_mod.build_pool(ids, views, int(card["input_size"]), seed, workers=workers)
+    trim = bool(card.get("preprocess", {}).get("trim_background", False))
+    pool = data_mod.build_pool(ids, views, int(card["input_size"]), seed, workers=workers, trim=trim)
     _, val_idx = _split(pool, ids[:n_train_sources], round(val_fraction, 3) or 0.1, seed, val_dir is not None)
     encoder = load_encoder(model_dir)
     views_arr = pool.views[val_idx]
