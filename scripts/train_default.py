@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trim-background", action="store_true", help="crop uniform background borders from inputs")
     ap.add_argument("--from-model", type=Path, default=None, help="fine-tune this model folder's tower")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
+    ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--calibrate-truth",
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         trim_background=args.trim_background or None,
         from_model=args.from_model,
         learning_rate=args.learning_rate,
+        phone_share=args.phone_share,
         seed=args.seed,
         command=command,
     )

@@ -141,3 +141,37 @@ def test_schema_head_constant_is_the_script_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_HEAD
+
+
+def _schema(url: str) -> dict[str, object]:
+    """Every table's columns, keys, indexes and checks as the database reports them."""
+    engine = create_engine(url)
+    try:
+        insp = inspect(engine)
+        out: dict[str, object] = {}
+        for table in sorted(insp.get_table_names()):
+            out[table] = {
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], c.get("default")) for c in insp.get_columns(table)
+                ],
+                "pk": insp.get_pk_constraint(table),
+                "fks": sorted(map(str, insp.get_foreign_keys(table))),
+                "indexes": sorted(map(str, insp.get_indexes(table))),
+                "uniques": sorted(map(str, insp.get_unique_constraints(table))),
+                "checks": sorted(map(str, insp.get_check_constraints(table))),
+            }
+        return out
+    finally:
+        engine.dispose()
+
+
+def test_a_new_catalog_gets_the_same_schema_as_the_migrations(tmp_path: Path) -> None:
+    """A new store skips Alembic (create_all + stamp); what it builds must equal what the migrations build."""
+    from dedup.catalog.engine import open_engine
+
+    migrated = f"sqlite:///{tmp_path / 'migrated.sqlite'}"
+    command.upgrade(_config(migrated), "head")
+    created = f"sqlite:///{tmp_path / 'created.sqlite'}"
+    open_engine(created).dispose()
+    _assert_schema(created)
+    assert _schema(created) == _schema(migrated)

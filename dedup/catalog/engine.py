@@ -78,8 +78,13 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (a no-op when it is there already)."""
+    """Bring the schema to the newest Alembic revision (a no-op when it is there already).
+
+    A database with no tables at all gets the newest schema in one step (see :func:`_create_new`).
+    """
     if current_revision(engine) == SCHEMA_HEAD:
+        return
+    if _create_new(engine):
         return
     from alembic import command
     from alembic.config import Config
@@ -101,6 +106,33 @@ def upgrade(engine: Engine) -> None:
         except CommandError as exc:
             # e.g. the database carries a revision this checkout does not know (written by a newer dedup).
             raise StoreError(f"cannot migrate catalog {safe_url(engine.url)}: {exc}") from exc
+
+
+def _create_new(engine: Engine) -> bool:
+    """Create the newest schema in an empty database and stamp it; False if the database has tables.
+
+    The models are the newest schema (a test compares this path with the migrations table by table),
+    and this skips importing and running Alembic, most of the time it takes to open a new store.
+    """
+    from sqlalchemy import insert, inspect
+
+    from dedup.catalog.models import GENERATION_KEY, Base, Meta
+
+    with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn, conn.begin():
+        if inspect(conn).get_table_names():
+            return False
+        Base.metadata.create_all(conn)
+        conn.execute(insert(Meta).values(key=GENERATION_KEY, value="0"))
+        # The table Alembic keeps its revision in, as Alembic itself creates it.
+        conn.execute(
+            text(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+        )
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_HEAD})
+    log.info("created a new catalog schema at revision %s", SCHEMA_HEAD)
+    return True
 
 
 def open_engine(url: str) -> Engine:

@@ -222,16 +222,23 @@ def add_collages(ids: Sequence[Identity], n_groups: int, seed: int, per_group: i
 
 
 def build_pool(
-    ids: Sequence[Identity], views: int, size: int, seed: int, workers: int | None = None, trim: bool = False
+    ids: Sequence[Identity],
+    views: int,
+    size: int,
+    seed: int,
+    workers: int | None = None,
+    trim: bool = False,
+    phone_share: float = PHONE_SHARE,
 ) -> Pool:
     """Make ``views`` model inputs per identity in ``workers`` processes; drops unusable identities.
 
-    ``trim`` crops uniform background borders from every view (see :func:`dedup.imaging.to_model_input`).
+    ``trim`` crops uniform background borders from every view (see :func:`dedup.imaging.to_model_input`);
+    ``phone_share`` of the views after the first are phone photos of the product, the rest duplicates.
     A colour variant whose source has too little colour, or a file that cannot be decoded, is dropped
     (the latter with a warning).
     """
     workers = workers or os.cpu_count() or 1
-    tasks = [(ident, views, size, seed * 1_000_003 + i, trim) for i, ident in enumerate(ids)]
+    tasks = [(ident, views, size, seed * 1_000_003 + i, trim, phone_share) for i, ident in enumerate(ids)]
     if workers > 1 and len(tasks) > 8:
         with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
             results = pool.map(_make_views, tasks, chunksize=8)
@@ -262,8 +269,8 @@ def _init_worker() -> None:
                 log.warning("background skipped: %s", exc)
 
 
-def _make_views(task: tuple[Identity, int, int, int, bool]) -> tuple[np.ndarray, np.ndarray] | None:
-    ident, views, size, seed, trim = task
+def _make_views(task: tuple[Identity, int, int, int, bool, float]) -> tuple[np.ndarray, np.ndarray] | None:
+    ident, views, size, seed, trim, phone_share = task
     rng = np.random.default_rng(seed)
     sources = []
     if ident.collage_seed is not None:
@@ -300,7 +307,7 @@ def _make_views(task: tuple[Identity, int, int, int, bool]) -> tuple[np.ndarray,
     out[0] = to_model_input(sources[0], size, trim=trim)
     for v in range(1, views):
         src = sources[int(rng.integers(len(sources)))]
-        if rng.random() < PHONE_SHARE:
+        if rng.random() < phone_share:
             name = "phone"
             img = augment.phone_photo(src, rng, _BACKGROUNDS)
         else:

@@ -43,6 +43,7 @@ def train_model(
     hard_negatives: int = 0,
     mirror_pass: bool = True,
     trim_background: bool | None = None,
+    phone_share: float = data_mod.PHONE_SHARE,
     seed: int = 0,
     val_fraction: float = 0.1,
     val_dir: Path | None = None,
@@ -64,7 +65,8 @@ def train_model(
     ``collages`` adds that many groups of two same-parts, other-layout collages (see
     :func:`dedup.training.data.add_collages`); ``hard_negatives`` N > 0 refreshes look-alike clusters
     for the batches every N epochs; ``trim_background`` crops uniform background borders from every
-    input (None: as the ``from_model`` card says, else off); ``mirror_pass`` exports the exactly
+    input (None: as the ``from_model`` card says, else off); ``phone_share`` of the augmented views are
+    phone photos of the product (query-side views); ``mirror_pass`` exports the exactly
     mirror-invariant wrapper (twice the inference cost) instead of the single-path tower.
     """
     if batch_size < 8 or batch_size % 2:
@@ -104,7 +106,9 @@ def train_model(
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     t0 = time.time()
-    pool = data_mod.build_pool(ids, views, input_size, seed, workers=workers, trim=trim_background)
+    pool = data_mod.build_pool(
+        ids, views, input_size, seed, workers=workers, trim=trim_background, phone_share=phone_share
+    )
     pool_seconds = time.time() - t0
     log.info("pool: %d identities × %d views in %.0f s", len(pool), views, pool_seconds)
     train_idx, val_idx = _split(pool, ids[:n_train_sources], val_fraction, seed, val_dir is not None)
@@ -183,6 +187,7 @@ def train_model(
             "val_identities": int(len(val_idx)),
             "validation_dir": str(val_dir) if val_dir is not None else None,
             "views_per_identity": views,
+            "phone_share": phone_share,
             "collage_groups": collages,
             "collage_identities": int(sum(1 for i in pool.identities if i.collage_seed is not None)),
             "pool_seconds": round(pool_seconds, 1),
@@ -316,7 +321,10 @@ def recalibrate(
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     trim = bool(card.get("preprocess", {}).get("trim_background", False))
-    pool = data_mod.build_pool(ids, views, int(card["input_size"]), seed, workers=workers, trim=trim)
+    phone_share = float(data.get("phone_share", data_mod.PHONE_SHARE))
+    pool = data_mod.build_pool(
+        ids, views, int(card["input_size"]), seed, workers=workers, trim=trim, phone_share=phone_share
+    )
     _, val_idx = _split(pool, ids[:n_train_sources], round(val_fraction, 3) or 0.1, seed, val_dir is not None)
     encoder = load_encoder(model_dir)
     views_arr = pool.views[val_idx]
