@@ -439,6 +439,13 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     default=None,
     help="Crop uniform background borders from every input [default: as the --from model, else off].",
 )
+@click.option(
+    "--phone-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.2,
+    show_default=True,
+    help="Share of the augmented views that are phone photos of the product.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data_dir: str | None,
@@ -460,6 +467,7 @@ def train(
     hard_negatives: int,
     mirror_pass: bool,
     trim_background: bool | None,
+    phone_share: float,
     seed: int,
 ) -> None:
     """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
@@ -499,6 +507,7 @@ def train(
         hard_negatives=hard_negatives,
         mirror_pass=mirror_pass,
         trim_background=trim_background,
+        phone_share=phone_share,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )

@@ -12,7 +12,7 @@ from dedup.embedding import load_encoder
 from dedup.errors import InputError
 from dedup.training import augment
 from dedup.training.calibrate import threshold_at_precision
-from dedup.training.data import BatchSampler, add_colour_variants, build_pool, load_identities
+from dedup.training.data import ALL_KINDS, BatchSampler, add_colour_variants, build_pool, load_identities
 
 
 def _product(seed: int, size: int = 120) -> Image.Image:
@@ -87,6 +87,11 @@ def test_pool_and_sampler_pair_views_of_one_identity(tmp_path: Path) -> None:
     x, y = BatchSampler(pool, np.arange(len(pool)), 4, seed=0).sample()
     assert x.shape == (8, 32, 32, 3) and x.dtype == np.uint8
     assert (y[0::2] == y[1::2]).all() and len(set(y.tolist())) == 4
+    phone = ALL_KINDS.index("phone")
+    all_phone = build_pool(ids[:2], views=4, size=32, seed=0, workers=1, phone_share=1.0)
+    assert (all_phone.kinds[:, 1:] == phone).all() and (all_phone.kinds[:, 0] == 0).all()
+    no_phone = build_pool(ids[:2], views=4, size=32, seed=0, workers=1, phone_share=0.0)
+    assert not (no_phone.kinds == phone).any()
 
 
 def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
