@@ -48,22 +48,8 @@ def upsert_products(session: Session, products: Iterable[ProductRecord]) -> dict
     """
     wanted = {p.product_id: p for p in products}  # the last record of a product id wins
     rows = _products_by_id(session, wanted)
-    now = utcnow()
-    added: list[dict[str, Any]] = []
-    for pid, record in wanted.items():
-        row = rows.get(pid)
-        if row is None:
-            added.append(
-                {
-                    "product_id": pid,
-                    "title": record.title,
-                    "category": record.category,
-                    "attributes": dict(record.attributes or {}),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            continue
+    for pid, row in rows.items():
+        record = wanted[pid]
         if record.title is not None:
             row.title = record.title
         if record.category is not None:
@@ -72,23 +58,37 @@ def upsert_products(session: Session, products: Iterable[ProductRecord]) -> dict
             row.attributes = {**(row.attributes or {}), **record.attributes}
     session.flush()
     ids = {pid: row.id for pid, row in rows.items()}
-    if added:
-        # One Core executemany: an ORM object per new product cost ~0.5 ms each during ingest.
-        session.execute(insert(cast(Table, Product.__table__)), added)
-        ids.update(_product_ids(session, [a["product_id"] for a in added]))
+    ids.update(_insert_products(session, [r for pid, r in wanted.items() if pid not in rows]))
     return ids
 
 
-def _product_ids(session: Session, product_ids: Sequence[str]) -> dict[str, int]:
+def _insert_products(session: Session, records: Sequence[ProductRecord]) -> dict[str, int]:
+    """Insert products known to be new; returns their row ids by ``product_id``."""
+    if not records:
+        return {}
+    now = utcnow()
+    added = [
+        {
+            "product_id": r.product_id,
+            "title": r.title,
+            "category": r.category,
+            "attributes": dict(r.attributes or {}),
+            "created_at": now,
+            "updated_at": now,
+        }
+        for r in records
+    ]
+    # One Core executemany: an ORM object per new product cost ~0.5 ms each during ingest.
+    session.execute(insert(cast(Table, Product.__table__)), added)
+    return _ids_by_key(session, Product.id, Product.product_id, [r.product_id for r in records])
+
+
+def _ids_by_key(session: Session, id_column: Any, key_column: Any, keys: Sequence[str]) -> dict[str, int]:
+    """Row ids by a unique text key (``Image.path``, ``Product.product_id``), in chunks of bound parameters."""
     found: dict[str, int] = {}
-    for chunk in chunked(list(product_ids)):
+    for chunk in chunked(list(keys)):
         found.update(
-            {
-                pid: int(i)
-                for i, pid in session.execute(
-                    select(Product.id, Product.product_id).where(Product.product_id.in_(chunk))
-                )
-            }
+            {key: int(i) for i, key in session.execute(select(id_column, key_column).where(key_column.in_(chunk)))}
         )
     return found
 
@@ -106,15 +106,6 @@ def _images_by_path(session: Session, paths: Iterable[str]) -> dict[str, Image]:
     for chunk in chunked(list(dict.fromkeys(paths))):
         for row in session.scalars(select(Image).where(Image.path.in_(chunk))):
             found[row.path] = row
-    return found
-
-
-def _image_ids_by_path(session: Session, paths: Sequence[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for chunk in chunked(list(paths)):
-        found.update(
-            {path: int(i) for i, path in session.execute(select(Image.id, Image.path).where(Image.path.in_(chunk)))}
-        )
     return found
 
 
@@ -159,9 +150,10 @@ def write_batch(
     if missing:
         raise StoreError(f"no vector for {len(missing)} image content(s) under model {model_id}, e.g. {min(missing)}")
     product_ids = {r.product_id for r in records if r.product_id}
-    known_products = _product_ids(session, sorted(product_ids))
-    new_products = [ProductRecord(product_id=pid) for pid in product_ids - known_products.keys()]
-    known_products.update(upsert_products(session, new_products))
+    known_products = _ids_by_key(session, Product.id, Product.product_id, sorted(product_ids))
+    # Products implied by file names carry nothing to merge: the missing ones are inserted bare.
+    new_products = [ProductRecord(product_id=pid) for pid in sorted(product_ids - known_products.keys())]
+    known_products.update(_insert_products(session, new_products))
 
     now = utcnow()
     # The values of every row, by path; a failure of a path overrides a record of it, the last one wins.
@@ -211,7 +203,7 @@ def write_batch(
     session.flush()
     ids = {path: row.id for path, row in rows.items()}
     if new:
-        ids.update(_image_ids_by_path(session, [v["path"] for v in new]))
+        ids.update(_ids_by_key(session, Image.id, Image.path, [v["path"] for v in new]))
     bump_generation(session)
     log.debug("wrote %d images, %d failures, %d vectors", len(records), len(failures), len(vectors))
     return [ids[r.path] for r in records]

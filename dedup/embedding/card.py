@@ -40,6 +40,11 @@ def read_card(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return card
 
 
+def trims_background(card: dict[str, Any]) -> bool:
+    """Whether the card's model crops a uniform background border from its inputs (``preprocess``)."""
+    return bool(card.get("preprocess", {}).get("trim_background", False))
+
+
 def write_card(model_dir: str | os.PathLike[str], card: dict[str, Any]) -> Path:
     """Write ``card`` atomically (temporary file, then rename) and return its path."""
     folder = Path(model_dir)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dedup.config import default_model_dir
-from dedup.embedding.card import read_card
+from dedup.embedding.card import read_card, trims_background
 from dedup.errors import ModelError
 from dedup.imaging import to_model_input
 
@@ -44,7 +44,7 @@ class Encoder(ABC):
         self.input_size = int(card["input_size"])
         self.threshold = float(card["threshold"])
         #: Crop a uniform background border before embedding (the model was trained that way).
-        self.trim = bool(card.get("preprocess", {}).get("trim_background", False))
+        self.trim = trims_background(card)
         digest = _sha256(weights)
         if self.trim:
             # Other inputs make other vectors: the id must change with the preprocessing, not only the weights.

@@ -108,17 +108,9 @@ def ingest_folder(
                     # Vectors of the batch still being written are not in the catalog yet: reuse them.
                     unwritten = in_flight[1].new_vectors if in_flight is not None else {}
                     prepared = _prepare_batch(store, batch, decoded, meta.product_for, summary, unwritten)
-                    if in_flight is not None:
-                        in_flight[0].result()
-                        done += len(in_flight[1].batch)
-                        if progress:
-                            progress(done, len(todo))
+                    done = _await_write(in_flight, done, len(todo), progress)
                     in_flight = (writer.submit(_write_batch, store, prepared, run_id), prepared)
-                if in_flight is not None:
-                    in_flight[0].result()
-                    done += len(in_flight[1].batch)
-                    if progress:
-                        progress(done, len(todo))
+                done = _await_write(in_flight, done, len(todo), progress)
             if prune:
                 summary.pruned = _prune(store, root, {str(p) for p in files}, known)
             status = "finished"
@@ -226,9 +218,21 @@ def _prepare_batch(
             summary.reused += 1
     summary.failures.extend(failures)
     vectors = [new_vectors[r.sha256] if r.sha256 in new_vectors else stored[r.sha256] for r in records]
-    # A vector reused from the batch in flight is stored by that batch's transaction, not this one.
-    to_store = {**{r.sha256: stored[r.sha256] for r in records if r.sha256 in unwritten}, **new_vectors}
-    return _Prepared(batch, records, failures, to_store, vectors)
+    # A vector reused from the batch in flight is stored by that batch's transaction, committed before this one's.
+    return _Prepared(batch, records, failures, new_vectors, vectors)
+
+
+def _await_write(
+    in_flight: tuple[Future[None], _Prepared] | None, done: int, total: int, progress: Progress | None
+) -> int:
+    """Wait for the batch being written (if any) and report progress; returns the files done."""
+    if in_flight is None:
+        return done
+    in_flight[0].result()
+    done += len(in_flight[1].batch)
+    if progress:
+        progress(done, total)
+    return done
 
 
 def _write_batch(store: Store, prepared: _Prepared, run_id: int) -> None:

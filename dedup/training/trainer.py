@@ -75,7 +75,7 @@ def train_model(
         raise ConfigError(f"val_fraction must be in [0, 0.5) (got {val_fraction})")
     import keras
 
-    from dedup.embedding.card import read_card
+    from dedup.embedding.card import read_card, trims_background
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
@@ -96,8 +96,7 @@ def train_model(
         raise ConfigError(str(exc)) from exc
 
     if trim_background is None:
-        from_card = read_card(from_model) if from_model is not None else {}
-        trim_background = bool(from_card.get("preprocess", {}).get("trim_background", False))
+        trim_background = from_model is not None and trims_background(read_card(from_model))
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
@@ -303,7 +302,7 @@ def recalibrate(
     the card), embeds the validation views with the shipped runtime, and writes the new threshold and
     metrics into the card. Returns the updated card.
     """
-    from dedup.embedding.card import read_card, write_card
+    from dedup.embedding.card import read_card, trims_background, write_card
     from dedup.embedding.encoder import load_encoder
     from dedup.training.calibrate import calibrate
 
@@ -320,7 +319,7 @@ def recalibrate(
     val_dir = Path(data["validation_dir"]) if data.get("validation_dir") else None
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
-    trim = bool(card.get("preprocess", {}).get("trim_background", False))
+    trim = trims_background(card)
     phone_share = float(data.get("phone_share", data_mod.PHONE_SHARE))
     pool = data_mod.build_pool(
         ids, views, int(card["input_size"]), seed, workers=workers, trim=trim, phone_share=phone_share
