@@ -517,6 +517,82 @@ def train(
     )
 
 
+@cli.command("train-query")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", required=False, type=click.Path(exists=True))
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Time budget.")
+@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Steps (at most).")
+@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(0.0, min_open=True), default=3e-4, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=0.05, show_default=True)
+@click.option("--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per product.")
+@click.option(
+    "--phone-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of the views that are phone photos of the product (the rest are copies).",
+)
+@click.option("--collages", type=click.IntRange(min=0), default=600, show_default=True, help="Collage groups to add.")
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=32, max=512),
+    default=None,
+    help="Query input side in pixels [default: the catalog tower's]; larger sees a small product in more detail.",
+)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Start from this query tower file (.keras) instead of the catalog tower.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def train_query(
+    model_dir: str,
+    data_dir: str | None,
+    minutes: float,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    temperature: float,
+    views: int,
+    phone_share: float,
+    collages: int,
+    input_size: int | None,
+    init: str | None,
+    seed: int,
+) -> None:
+    """Train the query tower of the model in MODEL_DIR on DATA_DIR (default: the Tux Paint training split).
+
+    The query tower embeds query photos (a phone photo of the product, or any copy of it) into the
+    model's catalog space; catalog vectors, the threshold and duplicate reports do not change, so a
+    store built with the model needs no re-ingest. Written into MODEL_DIR; queries use it from then on.
+    """
+    from dedup.service.training import train_query as run_training
+
+    card = run_training(
+        model_dir,
+        data_dir,
+        minutes=minutes,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        temperature=temperature,
+        views=views,
+        phone_share=phone_share,
+        collages=collages,
+        input_size=input_size,
+        init=Path(init) if init else None,
+        seed=seed,
+        command="dedup " + " ".join(sys.argv[1:]),
+    )
+    v = card["query_tower"]["validation"]
+    click.echo(
+        f"query tower written to {model_dir}: validation phone top-1 {v['phone_top1_catalog_tower']} "
+        f"(catalog tower) -> {v['phone_top1_query_tower']} on {v['queries']} queries"
+    )
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)

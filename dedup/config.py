@@ -42,6 +42,23 @@ QUERY_CROPS: tuple[float, ...] = (1.0,)
 ENV_QUERY_CROPS = "DEDUP_QUERY_CROPS"
 
 
+#: Whether query photos go through the model's query tower (dedup.training.query_tower) when it has one ("on") or
+#: through the catalog tower ("off"). Env DEDUP_QUERY_TOWER.
+QUERY_TOWER_MODES = ("on", "off")
+QUERY_TOWER = "on"
+ENV_QUERY_TOWER = "DEDUP_QUERY_TOWER"
+
+
+def query_tower_from_env() -> str:
+    """:data:`QUERY_TOWER`, or ``DEDUP_QUERY_TOWER`` (ConfigError unless one of QUERY_TOWER_MODES)."""
+    mode = os.environ.get(ENV_QUERY_TOWER, "").strip().lower() or QUERY_TOWER
+    if mode not in QUERY_TOWER_MODES:
+        from dedup.errors import ConfigError
+
+        raise ConfigError(f"{ENV_QUERY_TOWER} must be one of {', '.join(QUERY_TOWER_MODES)}, got {mode!r}")
+    return mode
+
+
 def query_crops_from_env() -> tuple[float, ...]:
     """:data:`QUERY_CROPS`, or the comma-separated fractions in ``DEDUP_QUERY_CROPS`` (ConfigError if malformed)."""
     text = os.environ.get(ENV_QUERY_CROPS, "").strip()
@@ -73,6 +90,8 @@ class StoreConfig:
     index_kind: str | None = None
     #: Views of a query photo (see QUERY_CROPS).
     query_crops: tuple[float, ...] = QUERY_CROPS
+    #: Which tower embeds query photos (see QUERY_TOWER).
+    query_tower: str = QUERY_TOWER
 
     @classmethod
     def resolve(
@@ -85,8 +104,13 @@ class StoreConfig:
         root = Path(store or os.environ.get(ENV_STORE) or DEFAULT_STORE).expanduser().resolve()
         url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{root / 'catalog.sqlite'}"
         kind = (index_kind or os.environ.get(ENV_INDEX_KIND) or "auto").strip().lower()
-        crops = query_crops_from_env()
-        return cls(root=root, db_url=url, index_kind=None if kind == "auto" else kind, query_crops=crops)
+        return cls(
+            root=root,
+            db_url=url,
+            index_kind=None if kind == "auto" else kind,
+            query_crops=query_crops_from_env(),
+            query_tower=query_tower_from_env(),
+        )
 
     @property
     def index_dir(self) -> Path:

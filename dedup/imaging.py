@@ -239,6 +239,18 @@ def to_model_input(img: Image.Image, size: int, trim: bool = False) -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
+@dataclass(frozen=True)
+class ModelInput:
+    """How a model wants its images: the side of its square input, and whether borders are trimmed first."""
+
+    size: int
+    trim: bool = False
+
+    def __call__(self, img: Image.Image) -> np.ndarray:
+        """The ``(size, size, 3)`` uint8 input for an RGB image (see :func:`to_model_input`)."""
+        return to_model_input(img, self.size, trim=self.trim)
+
+
 def centre_crops(img: Image.Image, fractions: Sequence[float]) -> list[Image.Image]:
     """Centred crops keeping ``fractions`` of each side (1.0 is the image itself), in order."""
     w, h = img.size

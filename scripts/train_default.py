@@ -14,6 +14,13 @@ colour variants and 600 groups of two-layout collages as extra identities, batch
 families and clusters of current look-alikes (refreshed every 2 epochs), InfoNCE loss, on 2 CPU cores. The
 fine-tune trims a uniform background border from every input (early stopping ended it after 34 minutes);
 then the threshold is set at precision 0.99 on the held-out dev split's pairs.
+
+The model's query tower (phone photos → catalog vectors; ``dedup/training/query_tower.py``) was then
+trained into the same folder in two runs, 96 px from the catalog tower, then 160 px from that::
+
+    python -m dedup train-query dedup/models/default --minutes 35
+    python -m dedup train-query dedup/models/default --input-size 160 --batch-size 64 --minutes 40 \
+        --init dedup/models/default/query_tower.keras
 """
 
 from __future__ import annotations

@@ -342,3 +342,14 @@ def test_catalog_from_a_newer_version_raises_store_error(url: str) -> None:
     conn.close()
     with pytest.raises(StoreError, match="cannot migrate catalog"):
         Catalog(url)
+
+
+def test_generation_sees_commits_of_another_catalog_object(url: str) -> None:
+    """The cached generation is re-read once any other connection (here another Catalog) has committed."""
+    with Catalog(url) as reader, Catalog(url) as writer:
+        assert reader.generation() == 0
+        assert reader.generation() == 0  # answered from the change counter
+        writer.write_batch([record("/img/red.jpg", "sha-red")], VECTORS, [], MODEL, None)
+        assert reader.generation() == 1
+        writer.delete_images(["/img/red.jpg"])
+        assert reader.generation() == 2 == writer.generation()

@@ -236,3 +236,57 @@ def test_calibrate_on_a_single_design_ends() -> None:
     )
     metrics = calibrate(emb, pool, np.array([0, 1]))
     assert 0.0 <= metrics["threshold"] <= 2.0
+
+
+def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dedup.config import ENV_QUERY_TOWER
+    from dedup.embedding.encoder import load_query_encoder
+    from dedup.service import ingest_folder, open_store, query_paths
+    from dedup.service.search import query_views
+    from dedup.training.query_tower import train_query_tower
+    from dedup.training.trainer import train_model
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(10):
+        _product(i).save(data / f"p{i}.png")
+    out = tmp_path / "model"
+    train_model(
+        data, out, input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    before = load_encoder(out)
+    assert load_query_encoder(before, out) is before  # no query tower yet: queries use the catalog tower
+    images = [_product(0), _product(1)]
+    catalog_vectors = before.embed_images(images)
+
+    card = train_query_tower(
+        out, data, minutes=None, steps=4, steps_per_epoch=2, batch_size=8, views=4, collages=0,
+        val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    assert (out / card["files"]["query_tflite"]).is_file() and (out / card["files"]["query_keras"]).is_file()
+    qt = card["query_tower"]
+    assert qt["training"]["steps"] == 4 and qt["validation"]["queries"] > 0
+    assert 0.0 <= qt["validation"]["phone_top1_query_tower"] <= 1.0
+    catalog = load_encoder(out)
+    query = load_query_encoder(catalog, out)
+    # Same space, same id, other weights; the catalog tower itself is untouched.
+    assert query is not catalog and query.model_id == catalog.model_id == before.model_id
+    assert query.weights != catalog.weights
+    np.testing.assert_allclose(catalog.embed_images(images), catalog_vectors, atol=1e-6)
+    q = query.embed_images(images)
+    np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(q, catalog_vectors, atol=1e-4)
+
+    with open_store(tmp_path / "store", model=out) as store:
+        ingest_folder(store, data)
+        assert store.query_encoder.weights == query.weights
+        np.testing.assert_allclose(query_views(store, images[0]), q[:1], atol=1e-5)
+        # A query that is a catalog file's bytes also scores that file's stored vector: found at distance 0.
+        hit = next(iter(query_paths(store, [data / "p3.png"], 1)))
+        assert not isinstance(hit, Exception) and hit.hits[0].distance < 1e-4
+        assert hit.hits[0].image.path == str((data / "p3.png").resolve())
+    monkeypatch.setenv(ENV_QUERY_TOWER, "off")
+    with open_store(tmp_path / "store", model=out) as store:
+        assert store.query_encoder is store.encoder
+        np.testing.assert_allclose(query_views(store, images[0]), catalog_vectors[:1], atol=1e-5)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from dedup.catalog.codec import STORED_DTYPE, decode_vector
@@ -28,9 +28,10 @@ def chunked(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
         yield values[start : start + size]
 
 
-def generation(session: Session) -> int:
+def generation(session: Session | Connection) -> int:
     """The index generation counter (0 before the first write)."""
-    value = session.scalar(select(Meta.value).where(Meta.key == GENERATION_KEY))
+    meta = Meta.__table__.c
+    value = session.scalar(select(meta.value).where(meta.key == GENERATION_KEY))
     try:
         return int(value) if value is not None else 0
     except ValueError as exc:
@@ -60,7 +61,7 @@ def vector_ids(session: Session, sha256s: Iterable[str], model_id: str) -> dict[
     return found
 
 
-def stored_vectors(session: Session, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
+def stored_vectors(session: Session | Connection, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
     """The vectors already stored for these contents under ``model_id`` (float32, 1-D), by sha256."""
     found: dict[str, np.ndarray] = {}
     for chunk in chunked(list(dict.fromkeys(sha256s))):
@@ -105,42 +106,58 @@ def indexed_vectors(session: Session, model_id: str) -> tuple[np.ndarray, np.nda
     return ids, out
 
 
-def _info(image: Image, product_id: str | None, title: str | None, category: str | None) -> ImageInfo:
+def _info(row: Any) -> ImageInfo:
+    """An :class:`ImageInfo` from a row of :func:`_with_product`."""
     return ImageInfo(
-        image_id=image.id,
-        path=image.path,
-        product_id=product_id,
-        sha256=image.sha256 or "",
-        pixel_hash=image.pixel_hash,
-        width=image.width or 0,
-        height=image.height or 0,
-        bytes=image.bytes or 0,
-        format=image.format,
-        ingested_at=image.ingested_at,
-        title=title,
-        category=category,
+        image_id=row.id,
+        path=row.path,
+        product_id=row.product_id,
+        sha256=row.sha256 or "",
+        pixel_hash=row.pixel_hash,
+        width=row.width or 0,
+        height=row.height or 0,
+        bytes=row.bytes or 0,
+        format=row.format,
+        ingested_at=row.ingested_at,
+        title=row.title,
+        category=row.category,
     )
 
 
 def _with_product() -> Any:
-    return select(Image, Product.product_id, Product.title, Product.category).outerjoin(
-        Product, Image.product_fk == Product.id
-    )
+    """Image columns joined with their product's, as plain columns: no ORM objects are built for a read."""
+    img, prod = Image.__table__.c, Product.__table__.c
+    return select(
+        img.id,
+        img.path,
+        img.sha256,
+        img.pixel_hash,
+        img.width,
+        img.height,
+        img.bytes,
+        img.format,
+        img.ingested_at,
+        prod.product_id,
+        prod.title,
+        prod.category,
+    ).outerjoin(Product.__table__, img.product_fk == prod.id)
 
 
-def images(session: Session, ids: Sequence[int]) -> dict[int, ImageInfo]:
+def images(session: Session | Connection, ids: Sequence[int]) -> dict[int, ImageInfo]:
     """Decoded images (ok or missing, not failed) by id, joined with their product."""
+    img = Image.__table__.c
     found: dict[int, ImageInfo] = {}
     for chunk in chunked(list(dict.fromkeys(int(i) for i in ids))):
-        stmt = _with_product().where(Image.id.in_(chunk), Image.sha256.is_not(None))
-        found.update({img.id: _info(img, pid, title, cat) for img, pid, title, cat in session.execute(stmt)})
+        stmt = _with_product().where(img.id.in_(chunk), img.sha256.is_not(None))
+        found.update({row.id: _info(row) for row in session.execute(stmt)})
     return found
 
 
 def image_by_path(session: Session, path: str) -> ImageInfo | None:
     """The decoded image stored under ``path``; None when unknown or its file failed."""
-    row = session.execute(_with_product().where(Image.path == path, Image.sha256.is_not(None))).first()
-    return None if row is None else _info(*row)
+    img = Image.__table__.c
+    row = session.execute(_with_product().where(img.path == path, img.sha256.is_not(None))).first()
+    return None if row is None else _info(row)
 
 
 def vector_of_image(session: Session, image_id: int) -> np.ndarray | None:

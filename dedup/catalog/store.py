@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +24,37 @@ from dedup.errors import StoreError
 from dedup.types import FailedFile, ImageInfo, ImageRecord, KnownFile, ProductRecord
 
 log = logging.getLogger(__name__)
+
+
+class _ChangeCounter:
+    """SQLite's ``PRAGMA data_version`` on a private read-only connection: it changes whenever another
+    connection (of this process or another) commits. None from :meth:`read` when it cannot be told."""
+
+    def __init__(self, database: str | None) -> None:
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                uri = Path(database).expanduser().resolve().as_uri() + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            except sqlite3.Error as exc:
+                log.debug("no change counter for %s: %s", database, exc)
+
+    def read(self) -> int | None:
+        if self._conn is None:
+            return None
+        with self._lock:
+            try:
+                row = self._conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error:
+                return None
+        return int(row[0]) if row else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
 class Catalog:
@@ -35,10 +69,16 @@ class Catalog:
         self._shown = safe_url(url)
         self._engine = open_engine(url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._changes = (
+            _ChangeCounter(self._engine.url.database) if self._engine.url.get_backend_name() == "sqlite" else None
+        )
+        self._generation: tuple[int, int] | None = None  # (change count, generation) last read
         log.info("catalog open: %s", self._shown)
 
     def close(self) -> None:
         """Release every database connection."""
+        if self._changes is not None:
+            self._changes.close()
         self._engine.dispose()
 
     def __enter__(self) -> Catalog:
@@ -64,12 +104,33 @@ class Catalog:
         except SQLAlchemyError as exc:
             raise StoreError(f"catalog {self._shown}: {exc}") from exc
 
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A Core connection inside one read transaction. Reads made for every query use it: an ORM session
+        costs ~0.5 ms more a call, a twentieth of a query's budget."""
+        try:
+            with self._engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"catalog {self._shown}: {exc}") from exc
+
     # -- index bookkeeping -------------------------------------------------------------------------
 
     def generation(self) -> int:
-        """The counter bumped by every change to the set of indexed vectors."""
-        with self._session() as s:
-            return reads.generation(s)
+        """The counter bumped by every change to the set of indexed vectors.
+
+        Read before every query (is the index still in step?): for SQLite, only when some connection has
+        committed since the last read, which SQLite's ``data_version`` tells for ~10 µs instead of ~0.5 ms.
+        """
+        changes = self._changes.read() if self._changes is not None else None
+        cached = self._generation
+        if changes is not None and cached is not None and cached[0] == changes:
+            return cached[1]
+        with self._connection() as c:
+            value = reads.generation(c)
+        if changes is not None:
+            self._generation = (changes, value)
+        return value
 
     def get_meta(self, key: str) -> str | None:
         """A stored setting, or None."""
@@ -97,8 +158,8 @@ class Catalog:
 
     def stored_vectors(self, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
         """Vectors already stored for these contents under ``model_id`` (float32, 1-D), by sha256."""
-        with self._session() as s:
-            return reads.stored_vectors(s, sha256s, model_id)
+        with self._connection() as c:
+            return reads.stored_vectors(c, sha256s, model_id)
 
     def begin_run(self, root: str, model_id: str) -> int:
         """Record the start of an ingest of ``root``; returns the run id.
@@ -170,8 +231,8 @@ class Catalog:
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageInfo]:
         """Decoded images (ok or missing) by id, with their product; unknown and failed ids are left out."""
-        with self._session() as s:
-            return reads.images(s, ids)
+        with self._connection() as c:
+            return reads.images(c, ids)
 
     def image_by_path(self, path: str) -> ImageInfo | None:
         """The decoded image stored under ``path``, or None."""

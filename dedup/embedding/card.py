@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from dedup.errors import ModelError
+from dedup.imaging import ModelInput
 
 CARD_NAME = "model_card.json"
 CARD_VERSION = 1
@@ -43,6 +44,11 @@ def read_card(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 def trims_background(card: dict[str, Any]) -> bool:
     """Whether the card's model crops a uniform background border from its inputs (``preprocess``)."""
     return bool(card.get("preprocess", {}).get("trim_background", False))
+
+
+def model_input_of(card: dict[str, Any]) -> ModelInput:
+    """The preprocessing the card's model was trained with (input side, background trim)."""
+    return ModelInput(int(card["input_size"]), trims_background(card))
 
 
 def write_card(model_dir: str | os.PathLike[str], card: dict[str, Any]) -> Path:

@@ -21,7 +21,7 @@ from PIL import Image
 from dedup.config import default_model_dir
 from dedup.embedding.card import read_card, trims_background
 from dedup.errors import ModelError
-from dedup.imaging import to_model_input
+from dedup.imaging import ModelInput
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,19 @@ class Encoder(ABC):
     card: dict[str, Any]
     runtime: str
 
-    def __init__(self, card: dict[str, Any], weights: Path) -> None:
+    def __init__(
+        self, card: dict[str, Any], weights: Path, space: Path | None = None, input_size: int | None = None
+    ) -> None:
         self.card = card
         self.dim = int(card["dim"])
-        self.input_size = int(card["input_size"])
+        self.input_size = input_size or int(card["input_size"])
         self.threshold = float(card["threshold"])
-        #: Crop a uniform background border before embedding (the model was trained that way).
-        self.trim = trims_background(card)
-        digest = _sha256(weights)
+        #: The preprocessing the model was trained with (input side, background trim).
+        self.preprocess = ModelInput(self.input_size, trims_background(card))
+        self.trim = self.preprocess.trim
+        #: The weights whose vector space this encoder maps into: its own, or (a query tower) the catalog tower's.
+        self.space = space or weights
+        digest = _sha256(self.space)
         if self.trim:
             # Other inputs make other vectors: the id must change with the preprocessing, not only the weights.
             digest = hashlib.sha256(f"{digest}:trim_background".encode()).hexdigest()
@@ -68,14 +73,14 @@ class Encoder(ABC):
         return out / np.maximum(norms, 1e-12)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed RGB PIL images, preprocessed with :func:`dedup.imaging.to_model_input`."""
+        """Embed RGB PIL images, preprocessed as the model was trained (:attr:`preprocess`)."""
         if not images:
             return np.zeros((0, self.dim), np.float32)
         return self.embed(np.stack([self.model_input(im) for im in images]))
 
     def model_input(self, image: Image.Image) -> np.ndarray:
         """The ``(S, S, 3)`` uint8 input this model expects for an RGB image."""
-        return to_model_input(image, self.input_size, trim=self.trim)
+        return self.preprocess(image)
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -85,8 +90,15 @@ class Encoder(ABC):
 class LiteEncoder(Encoder):
     """A ``.tflite`` tower run by LiteRT or ``tf.lite`` with XNNPACK on all cores."""
 
-    def __init__(self, card: dict[str, Any], weights: Path, prefer: str = "litert") -> None:
-        super().__init__(card, weights)
+    def __init__(
+        self,
+        card: dict[str, Any],
+        weights: Path,
+        prefer: str = "litert",
+        space: Path | None = None,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__(card, weights, space, input_size)
         self._lock = threading.Lock()  # an interpreter is not thread-safe
         self._interp, self.runtime = _make_interpreter(weights, prefer)
         self._inp = self._interp.get_input_details()[0]["index"]
@@ -109,8 +121,10 @@ class KerasEncoder(Encoder):
 
     runtime = "keras"
 
-    def __init__(self, card: dict[str, Any], weights: Path) -> None:
-        super().__init__(card, weights)
+    def __init__(
+        self, card: dict[str, Any], weights: Path, space: Path | None = None, input_size: int | None = None
+    ) -> None:
+        super().__init__(card, weights, space, input_size)
         import keras
 
         import dedup.embedding.tower  # noqa: F401 - registers the custom layers before loading
@@ -129,10 +143,40 @@ def load_encoder(model_dir: str | os.PathLike[str] | None = None, runtime: str |
     :class:`~dedup.errors.ModelError` if the folder, its card or its weights are missing or corrupt.
     """
     folder = Path(model_dir) if model_dir is not None else default_model_dir()
-    card = read_card(folder)
+    return _load(folder, read_card(folder), "", runtime, None)
+
+
+def has_query_tower(card: dict[str, Any]) -> bool:
+    """Whether the card names a query tower of its own (see :mod:`dedup.training.query_tower`)."""
+    files = card.get("files", {})
+    return bool(files.get("query_tflite") or files.get("query_keras"))
+
+
+def load_query_encoder(catalog: Encoder, model_dir: str | os.PathLike[str] | None = None) -> Encoder:
+    """The encoder for query photos of a store whose catalog encoder is ``catalog``.
+
+    A model folder with a query tower (card ``files.query_*``) gets it, run by the same runtime and
+    carrying ``catalog``'s model id (its vectors live in that space); one without returns ``catalog``.
+    """
+    folder = Path(model_dir) if model_dir is not None else default_model_dir()
+    if not has_query_tower(catalog.card):
+        return catalog
+    size = catalog.card.get("query_tower", {}).get("input_size")
+    return _load(folder, catalog.card, "query_", catalog.runtime, catalog.space, size)
+
+
+def _load(
+    folder: Path,
+    card: dict[str, Any],
+    prefix: str,
+    runtime: str | None,
+    space: Path | None,
+    input_size: int | None = None,
+) -> Encoder:
+    """The encoder of the card's ``{prefix}tflite`` or ``{prefix}keras`` file, fastest runtime first."""
     files = card["files"]
-    tflite = folder / files["tflite"] if files.get("tflite") else None
-    keras_file = folder / files["keras"] if files.get("keras") else None
+    tflite = folder / files[prefix + "tflite"] if files.get(prefix + "tflite") else None
+    keras_file = folder / files[prefix + "keras"] if files.get(prefix + "keras") else None
     if runtime not in (None, "litert", "tflite", "keras"):
         raise ModelError(f"unknown runtime {runtime!r}; use litert, tflite or keras")
     errors: list[str] = []
@@ -141,7 +185,7 @@ def load_encoder(model_dir: str | os.PathLike[str] | None = None, runtime: str |
             errors.append(f"{tflite} is missing")
         else:
             try:
-                return LiteEncoder(card, tflite, prefer=runtime or "litert")
+                return LiteEncoder(card, tflite, prefer=runtime or "litert", space=space, input_size=input_size)
             except (ImportError, ValueError, RuntimeError) as exc:
                 errors.append(f"{tflite}: {exc}")
     if runtime in (None, "keras") and keras_file is not None:
@@ -149,11 +193,11 @@ def load_encoder(model_dir: str | os.PathLike[str] | None = None, runtime: str |
             errors.append(f"{keras_file} is missing")
         else:
             try:
-                return KerasEncoder(card, keras_file)
+                return KerasEncoder(card, keras_file, space=space, input_size=input_size)
             except (ImportError, ValueError, OSError) as exc:
                 errors.append(f"{keras_file}: {exc}")
     detail = "; ".join(errors) or "the card names no model file"
-    raise ModelError(f"cannot load the model in {folder}: {detail}")
+    raise ModelError(f"cannot load the {'query tower' if prefix else 'model'} in {folder}: {detail}")
 
 
 def _make_interpreter(path: Path, prefer: str) -> tuple[Any, str]:

@@ -15,13 +15,13 @@ import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import ImageError, InputError
-from dedup.imaging import LoadedImage, iter_image_files, load_image
+from dedup.imaging import LoadedImage, ModelInput, iter_image_files, load_image
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
 
 if TYPE_CHECKING:
-    from dedup.embedding.encoder import Encoder
+    from dedup.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -57,36 +57,30 @@ def ingest_folder(
     meta = read_metadata(Path(metadata) if metadata else None, root)
     started = time.monotonic()
     summary = IngestSummary()
-    with store.write_lock():
+    workers = max(1, os.cpu_count() or 1)
+    # Three stages run at once: worker threads decode batch i+1, this thread embeds batch i, and a writer
+    # thread stores batch i-1 (catalog transaction + index update). Decoding and the model release the
+    # GIL; the writer is mostly Python, so it is the one overlapped.
+    with store.write_lock(), ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
+        files = iter_image_files(root, IMAGE_EXTENSIONS)
+        summary.seen = len(files)
+        pending: list[Future[_Decoded | ImageError]] = []
+        todo: list[_Todo] | None = None
+        known: dict[str, KnownFile] = {}
+        if store.catalog_is_new():
+            # A new catalog has nothing to skip: decode the first batch while the catalog, model and index load.
+            todo = _plan(files, {}, "", summary, None)
+            preprocess = store.preprocess
+            pending = [pool.submit(_decode, t, preprocess) for t in todo[:batch_size]]
         catalog = store.catalog
         encoder = store.encoder
         store.index  # noqa: B018 - load or rebuild it so it matches the catalog before we add to it
         if meta.products:
             catalog.upsert_products(meta.products.values())
-        files = iter_image_files(root, IMAGE_EXTENSIONS)
-        summary.seen = len(files)
-        known = catalog.known_files()
-        todo: list[_Todo] = []
-        previous_failures: dict[str, FailedFile] | None = None
-        for path in files:
-            try:
-                st = path.stat()
-            except OSError as exc:
-                summary.failures.append(FailedFile(str(path), "io", f"cannot stat: {exc.strerror or exc}"))
-                continue
-            k = known.get(str(path))
-            if k is not None and k.bytes == st.st_size and k.mtime == st.st_mtime:
-                if k.status == STATUS_OK and k.model_id == encoder.model_id:
-                    summary.unchanged += 1
-                    continue
-                if k.status == STATUS_FAILED:
-                    # Still the same broken file: report it again without re-reading it.
-                    if previous_failures is None:
-                        previous_failures = {f.path: f for f in catalog.failed_files()}
-                    if k.path in previous_failures:
-                        summary.failures.append(previous_failures[k.path])
-                    continue
-            todo.append(_Todo(path, st.st_size, st.st_mtime, k))
+        if todo is None:
+            known = catalog.known_files()
+            todo = _plan(files, known, encoder.model_id, summary, catalog)
+            pending = [pool.submit(_decode, t, encoder.preprocess) for t in todo[:batch_size]]
         run_id = catalog.begin_run(str(root), encoder.model_id)
         status = "interrupted"
         try:
@@ -94,23 +88,17 @@ def ingest_folder(
             if progress:
                 progress(0, len(todo))
             batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-            workers = max(1, os.cpu_count() or 1)
-            # Three stages run at once: worker threads decode batch i+1, this thread embeds batch i, and
-            # a writer thread stores batch i-1 (catalog transaction + index update). Decoding and the
-            # model release the GIL; the writer is mostly Python, so it is the one overlapped.
-            with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
-                pending = [pool.submit(_decode, t, encoder) for t in batches[0]] if batches else []
-                in_flight: tuple[Future[None], _Prepared] | None = None
-                for i, batch in enumerate(batches):
-                    decoded = [f.result() for f in pending]
-                    nxt = batches[i + 1] if i + 1 < len(batches) else []
-                    pending = [pool.submit(_decode, t, encoder) for t in nxt]
-                    # Vectors of the batch still being written are not in the catalog yet: reuse them.
-                    unwritten = in_flight[1].new_vectors if in_flight is not None else {}
-                    prepared = _prepare_batch(store, batch, decoded, meta.product_for, summary, unwritten)
-                    done = _await_write(in_flight, done, len(todo), progress)
-                    in_flight = (writer.submit(_write_batch, store, prepared, run_id), prepared)
+            in_flight: tuple[Future[None], _Prepared] | None = None
+            for i, batch in enumerate(batches):
+                decoded = [f.result() for f in pending]
+                nxt = batches[i + 1] if i + 1 < len(batches) else []
+                pending = [pool.submit(_decode, t, encoder.preprocess) for t in nxt]
+                # Vectors of the batch still being written are not in the catalog yet: reuse them.
+                unwritten = in_flight[1].new_vectors if in_flight is not None else {}
+                prepared = _prepare_batch(store, batch, decoded, meta.product_for, summary, unwritten)
                 done = _await_write(in_flight, done, len(todo), progress)
+                in_flight = (writer.submit(_write_batch, store, prepared, run_id), prepared)
+            done = _await_write(in_flight, done, len(todo), progress)
             if prune:
                 summary.pruned = _prune(store, root, {str(p) for p in files}, known)
             status = "finished"
@@ -134,6 +122,42 @@ def ingest_folder(
     return summary
 
 
+def _plan(
+    files: Sequence[Path],
+    known: dict[str, KnownFile],
+    model_id: str,
+    summary: IngestSummary,
+    catalog: Catalog | None,
+) -> list[_Todo]:
+    """The files to read: new ones, and known ones whose size, mtime or model changed.
+
+    Unchanged files are counted; a known broken file that is still the same is reported again (from
+    ``catalog``'s failure list) without being read.
+    """
+    todo: list[_Todo] = []
+    previous_failures: dict[str, FailedFile] | None = None
+    for path in files:
+        try:
+            st = path.stat()
+        except OSError as exc:
+            summary.failures.append(FailedFile(str(path), "io", f"cannot stat: {exc.strerror or exc}"))
+            continue
+        k = known.get(str(path))
+        if k is not None and k.bytes == st.st_size and k.mtime == st.st_mtime:
+            if k.status == STATUS_OK and k.model_id == model_id:
+                summary.unchanged += 1
+                continue
+            if k.status == STATUS_FAILED and catalog is not None:
+                # Still the same broken file: report it again without re-reading it.
+                if previous_failures is None:
+                    previous_failures = {f.path: f for f in catalog.failed_files()}
+                if k.path in previous_failures:
+                    summary.failures.append(previous_failures[k.path])
+                continue
+        todo.append(_Todo(path, st.st_size, st.st_mtime, k))
+    return todo
+
+
 @dataclass(frozen=True)
 class _Decoded:
     loaded: LoadedImage
@@ -141,13 +165,13 @@ class _Decoded:
     model_input: np.ndarray  # (S, S, 3) uint8
 
 
-def _decode(item: _Todo, encoder: Encoder) -> _Decoded | ImageError:
+def _decode(item: _Todo, preprocess: ModelInput) -> _Decoded | ImageError:
     """Everything per file that can run in a worker thread: decode, pixel hash, model input."""
     try:
-        loaded = load_image(item.path, target=encoder.input_size)
+        loaded = load_image(item.path, target=preprocess.size)
     except ImageError as exc:
         return exc
-    return _Decoded(loaded, loaded.pixel_hash, encoder.model_input(loaded.image))
+    return _Decoded(loaded, loaded.pixel_hash, preprocess(loaded.image))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
 from dedup.errors import ImageError
-from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
+from dedup.imaging import LoadedImage, centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
@@ -125,39 +125,54 @@ def embed_bytes(
     """
     encoder = store.encoder
     return _decode_cached(
-        store, data, name, encoder.model_id, lambda img: encoder.embed_images([img])[0], cache, max_pixels
+        data,
+        name,
+        encoder.input_size,
+        encoder.model_id,
+        lambda loaded: encoder.embed_images([loaded.image])[0],
+        cache,
+        max_pixels,
     )
 
 
 def _decode_cached(
-    store: Store,
     data: bytes,
     name: str,
+    target: int,
     key: str,
-    embed: Callable[[Image.Image], np.ndarray],
+    embed: Callable[[LoadedImage], np.ndarray],
     cache: EmbeddingCache | None,
     max_pixels: int,
 ) -> np.ndarray:
-    """``embed`` of the decoded bytes, through ``cache`` under ``key`` and the bytes' sha256 when given."""
+    """``embed`` of the bytes decoded for ``target`` px inputs, through ``cache`` under ``key`` and the bytes'
+    sha256 when given."""
     if cache is not None and data:
         cached = cache.get(key, hashlib.sha256(data).hexdigest())
         if cached is not None:
             return cached
-    loaded = decode_bytes(data, name, target=store.encoder.input_size, max_pixels=max_pixels)
-    out = embed(loaded.image)
+    loaded = decode_bytes(data, name, target=target, max_pixels=max_pixels)
+    out = embed(loaded)
     if cache is not None:
         cache.put(key, loaded.sha256, out)
     return out
 
 
-def query_views(store: Store, image: Image.Image) -> np.ndarray:
+def query_views(store: Store, image: Image.Image, sha256: str | None = None) -> np.ndarray:
     """Embeddings ``(m, dim)`` of a query image: the centred crops of the store's ``query_crops`` (1.0 = whole).
 
-    The image is decoded as for ingest (the whole view of a catalog file's bytes is its catalog vector);
-    the crops are cut from it, so a query costs one decode and ``m`` model inputs in one batch.
+    The views go through the store's query encoder (the model's query tower, trained to map phone
+    photos and copies of a product onto its catalog vector). The crops are cut from the decoded image,
+    so a query costs one decode and ``m`` model inputs in one batch. When the query's bytes (``sha256``)
+    are a catalog file's, that file's stored vector is a view too: an exact copy comes back at distance 0.
     """
-    views = centre_crops(image, store.config.query_crops)
-    return store.encoder.embed(np.stack([store.encoder.model_input(v) for v in views]))
+    encoder = store.query_encoder
+    views = encoder.embed(np.stack([encoder.model_input(v) for v in centre_crops(image, store.config.query_crops)]))
+    if sha256 is not None and encoder is not store.encoder:
+        # With the catalog tower the whole view already is that vector; a query tower's is only close to it.
+        stored = store.catalog.stored_vectors([sha256], store.encoder.model_id).get(sha256)
+        if stored is not None:
+            views = np.concatenate([stored[None].astype(np.float32), views])
+    return views
 
 
 def embed_query_bytes(
@@ -169,8 +184,11 @@ def embed_query_bytes(
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
-    key = f"{store.encoder.model_id}#query{store.config.query_crops}"
-    return _decode_cached(store, data, name, key, lambda img: query_views(store, img), cache, max_pixels)
+    key = f"{store.encoder.model_id}#query{store.config.query_crops}:{store.config.query_tower}"
+    target = store.query_encoder.input_size
+    return _decode_cached(
+        data, name, target, key, lambda loaded: query_views(store, loaded.image, loaded.sha256), cache, max_pixels
+    )
 
 
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -193,11 +211,11 @@ def query_paths(
         raise ValueError(f"k must be at least 1, got {k}")
     for p in paths:
         try:
-            loaded = load_image(p, target=store.encoder.input_size)
+            loaded = load_image(p, target=store.query_encoder.input_size)
         except ImageError as exc:
             yield exc
             continue
-        yield search_vector(store, str(p), query_views(store, loaded.image), k, category)
+        yield search_vector(store, str(p), query_views(store, loaded.image, loaded.sha256), k, category)
 
 
 def query_bytes(

@@ -19,6 +19,7 @@ from dedup.errors import StoreError
 if TYPE_CHECKING:  # heavy modules load only when a job needs them
     from dedup.catalog import Catalog
     from dedup.embedding.encoder import Encoder
+    from dedup.imaging import ModelInput
     from dedup.index.base import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Store:
         self.ivf_min_vectors = ivf_min_vectors
         self._catalog: Catalog | None = None
         self._encoder: Encoder | None = None
+        self._query_encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._index_generation = -1
         self._last_save = 0.0
@@ -76,6 +78,41 @@ class Store:
                 self._encoder.threshold,
             )
         return self._encoder
+
+    @property
+    def preprocess(self) -> ModelInput:
+        """How the catalog model wants its images, from its card: known before the model itself is loaded."""
+        if self._encoder is not None:
+            return self._encoder.preprocess
+        from dedup.config import default_model_dir
+        from dedup.embedding.card import model_input_of, read_card
+
+        return model_input_of(read_card(self.model_dir or default_model_dir()))
+
+    def catalog_is_new(self) -> bool:
+        """True when the catalog does not exist yet (its SQLite file is not there); False when it does or
+        cannot be told without connecting (another database)."""
+        if self._catalog is not None:
+            return False
+        prefix = "sqlite:///"
+        url = self.config.db_url
+        if not url.startswith(prefix):
+            return False
+        path = url[len(prefix) :].split("?", 1)[0]
+        return bool(path) and path != ":memory:" and not path.startswith("file:") and not Path(path).exists()
+
+    @property
+    def query_encoder(self) -> Encoder:
+        """The encoder of query photos: the model's query tower if it has one (and the config wants it), else
+        :attr:`encoder`. Its vectors live in the catalog encoder's space and carry its model id."""
+        if self._query_encoder is None:
+            from dedup.embedding.encoder import load_query_encoder
+
+            if self.config.query_tower == "off":
+                self._query_encoder = self.encoder
+            else:
+                self._query_encoder = load_query_encoder(self.encoder, self.model_dir)
+        return self._query_encoder
 
     @property
     def index(self) -> VectorIndex:

@@ -22,3 +22,12 @@ def train(
     if from_model:
         start = default_model_dir() if from_model == "default" else Path(from_model)
     return train_model(Path(data_dir) if data_dir else None, Path(out_dir), from_model=start, **options)
+
+
+def train_query(
+    model_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, **options: Any
+) -> dict[str, Any]:
+    """Train the query tower of a model folder and write it into that folder; returns the card."""
+    from dedup.training.query_tower import train_query_tower
+
+    return train_query_tower(Path(model_dir), Path(data_dir) if data_dir else None, **options)

@@ -64,6 +64,21 @@ class BudgetSchedule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochMetric(keras.callbacks.Callback):
+    """Adds ``name`` = ``fn(model)`` to each epoch's logs, for checkpoints and early stopping to monitor."""
+
+    def __init__(self, name: str, fn: Callable[[Any], float]) -> None:
+        super().__init__()
+        self.name = name
+        self.fn = fn
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = float(self.fn(self.model))
+        if logs is not None:
+            logs[self.name] = value
+        log.info("epoch %d: %s %.4f", epoch + 1, self.name, value)
+
+
 class HardNegativeMiner(keras.callbacks.Callback):
     """Every ``every`` epochs, embeds each training identity's clean view and gives the sampler each
     identity's ``k`` nearest other identities, so later batches hold clusters of current look-alikes.

@@ -1,0 +1,227 @@
+"""Train a model's query tower: phone photos (and copies) of a product → the catalog tower's vector of it.
+
+The catalog tower embeds catalog images; a query photo taken with a phone (the product small on a
+table, in other light, at an angle) lands further from its product than any catalog copy does.
+Training the catalog tower harder on phone photos spreads the duplicates too and costs duplicate
+precision. A second tower for queries only avoids that trade: it starts as a copy of the catalog
+tower and learns to map each query view onto the frozen catalog tower's embedding of the clean
+product (:class:`dedup.embedding.query_head.BankModel`), so catalog vectors, thresholds and the
+duplicate pass stay exactly as they were.
+
+:func:`train_query_tower` adds ``query_tower.keras`` and its ``.tflite`` export to a model folder and
+records the training in the card (``files.query_tflite``, ``files.query_keras``, ``query_tower``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup.errors import ConfigError
+from dedup.training import data as data_mod
+
+log = logging.getLogger(__name__)
+
+#: Share of the pool's views made as phone photos; the rest are duplicate edits (queries can be either).
+QUERY_PHONE_SHARE = 0.5
+
+
+def train_query_tower(
+    model_dir: Path,
+    data_dir: Path | None = None,
+    *,
+    minutes: float | None = 30.0,
+    steps: int = 100_000,
+    steps_per_epoch: int = 50,
+    batch_size: int = 128,
+    learning_rate: float = 3e-4,
+    temperature: float = 0.05,
+    views: int = 16,
+    phone_share: float = QUERY_PHONE_SHARE,
+    colour_variants: int = 1,
+    collages: int = 600,
+    val_fraction: float = 0.1,
+    patience: int = 10,
+    input_size: int | None = None,
+    init: Path | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train the query tower of the model in ``model_dir`` and write it into that folder; returns the card.
+
+    The pool is built like the catalog tower's (same data layouts, trim as the card says) with
+    ``phone_share`` of the views as phone photos. Each step embeds ``batch_size`` views with the query
+    tower and scores them against the frozen catalog tower's embeddings of every training product's
+    clean image. The weights with the best validation top-1 (validation products' query views against
+    all products) are kept; training stops at ``minutes``, ``steps`` or after ``patience`` epochs
+    without improvement. ``input_size`` (default: the catalog tower's) lets the query tower look at
+    query photos in more detail than catalog images need: the tower is fully convolutional up to its
+    global pooling, so the catalog tower's weights start it at any size. ``init`` is a query tower
+    file (``.keras``) to start from instead.
+    """
+    if batch_size < 8:
+        raise ConfigError(f"batch_size must be at least 8 (got {batch_size})")
+    if not 0.0 < val_fraction < 0.5:
+        raise ConfigError(f"val_fraction must be in (0, 0.5) (got {val_fraction})")
+    import keras
+
+    from dedup.embedding.card import read_card, trims_background, write_card
+    from dedup.embedding.export import export_tflite
+    from dedup.embedding.query_head import BankModel
+    from dedup.training.callbacks import BudgetSchedule, EpochMetric
+    from dedup.training.trainer import _trainable_tower, _versions
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    card = read_card(model_dir)
+    catalog_size = int(card["input_size"])
+    size = input_size or catalog_size
+    trim = trims_background(card)
+    catalog = keras.models.load_model(model_dir / card["files"]["keras"], compile=False)
+
+    ids = data_mod.load_identities(data_dir)
+    ids = data_mod.add_colour_variants(ids, colour_variants, seed)
+    ids = data_mod.add_collages(ids, collages, seed)
+    t0 = time.time()
+    pool = data_mod.build_pool(ids, views, size, seed, workers=workers, trim=trim, phone_share=phone_share)
+    pool_seconds = time.time() - t0
+    log.info("query pool: %d products × %d views in %.0f s", len(pool), views, pool_seconds)
+    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    bank = _embed(catalog, _resized(pool.views[:, 0], catalog_size))  # (n, dim): each product's catalog vector
+    phone = data_mod.ALL_KINDS.index("phone")
+    val_views, val_rows = _query_views(pool, val_idx, phone)
+    baseline = _top1(_embed(catalog, _resized(val_views, catalog_size)), bank, val_rows)
+    log.info("validation phone top-1 with the catalog tower itself: %.3f", baseline)
+
+    train_bank_rows = {int(i): r for r, i in enumerate(train_idx)}
+    rng = np.random.default_rng(seed)
+
+    def batches_forever() -> Any:
+        n_views = pool.views.shape[1]
+        while True:
+            picks = rng.choice(train_idx, size=batch_size)
+            v = rng.integers(0, n_views, size=batch_size)
+            yield pool.views[picks, v], np.array([train_bank_rows[int(i)] for i in picks], np.int32)
+
+    start = keras.models.load_model(init or model_dir / card["files"]["keras"], compile=False)
+    tower = _trainable_tower(start)
+    if tower.input_shape[1] != size:
+        tower = _resized_tower(tower, size, int(card["dim"]))
+    model = BankModel(tower, bank[train_idx], temperature=temperature)
+    model(np.zeros((1, size, size, 3), np.uint8))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=True)
+
+    with tempfile.TemporaryDirectory(prefix="dedup-query-") as tmp:
+        best = Path(tmp) / "best.weights.h5"
+        budget = BudgetSchedule(learning_rate, steps, minutes)
+        callbacks = [
+            budget,
+            EpochMetric("val_top1", lambda m: _top1(_embed(m.tower, val_views), bank, val_rows)),
+            keras.callbacks.ModelCheckpoint(
+                best, monitor="val_top1", mode="max", save_best_only=True, save_weights_only=True
+            ),
+            keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience),
+        ]
+        fit_start = time.time()
+        hist = model.fit(
+            batches_forever(),
+            steps_per_epoch=steps_per_epoch,
+            epochs=max(1, -(-steps // steps_per_epoch)),
+            callbacks=callbacks,
+            shuffle=False,  # batches are sampled at random already
+            verbose=2,
+        )
+        fit_seconds = time.time() - fit_start
+        if best.is_file():
+            model.load_weights(best)
+    history = {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}
+    final = _top1(_embed(tower, val_views), bank, val_rows)
+
+    quantisation = card.get("runtime", {}).get("quantisation", "float16")
+    tower.save(model_dir / "query_tower.keras")
+    tflite_name = f"query_tower_{quantisation}.tflite"
+    export_tflite(tower, model_dir / tflite_name, quantisation)
+    card["files"]["query_keras"] = "query_tower.keras"
+    card["files"]["query_tflite"] = tflite_name
+    card["query_tower"] = {
+        "purpose": "query photos (phone shots, copies) → the catalog tower's vector of the product",
+        "input_size": size,
+        "init": str(init) if init else "the catalog tower",
+        "loss": {"name": "softmax over the catalog-tower bank", "temperature": temperature},
+        "data": {
+            "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",
+            "products": len(pool),
+            "train_products": int(len(train_idx)),
+            "val_products": int(len(val_idx)),
+            "views_per_product": views,
+            "phone_share": phone_share,
+            "collage_groups": collages,
+            "pool_seconds": round(pool_seconds, 1),
+        },
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "steps": budget.step,
+            "epochs": len(history.get("loss", [])),
+            "minutes_budget": minutes,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.time() - started, 1),
+            "seed": seed,
+            "history": history,
+        },
+        "validation": {
+            "queries": int(len(val_rows)),
+            "bank": int(len(bank)),
+            "phone_top1_catalog_tower": round(baseline, 4),
+            "phone_top1_query_tower": round(final, 4),
+        },
+        "software": _versions(),
+        "command": command or " ".join(sys.argv),
+    }
+    write_card(model_dir, card)
+    log.info("query tower written to %s: validation phone top-1 %.3f → %.3f", model_dir, baseline, final)
+    return card
+
+
+def _resized(images: np.ndarray, size: int) -> np.ndarray:
+    """``images`` (n, S, S, 3) uint8 resized to ``size`` (bilinear, as the model input is made); as is if S == size."""
+    if images.shape[1] == size:
+        return images
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)) for im in images])
+
+
+def _resized_tower(tower: Any, size: int, dim: int) -> Any:
+    """The same tower for ``size`` px inputs, with ``tower``'s weights (the layers are size-independent)."""
+    from dedup.embedding.tower import build_tower
+
+    out = build_tower(size, dim)
+    out.set_weights(tower.get_weights())
+    return out
+
+
+def _query_views(pool: data_mod.Pool, index: np.ndarray, phone: int) -> tuple[np.ndarray, np.ndarray]:
+    """The phone-photo views of the products ``index`` and each one's pool row."""
+    rows, cols = np.nonzero(pool.kinds[index] == phone)
+    return pool.views[index[rows], cols], index[rows]
+
+
+def _embed(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    parts = [np.asarray(model(images[i : i + batch], training=False)) for i in range(0, len(images), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
+
+
+def _top1(emb: np.ndarray, bank: np.ndarray, rows: np.ndarray) -> float:
+    """Share of ``emb`` rows whose most similar ``bank`` row is ``rows``."""
+    if len(rows) == 0:
+        return 0.0
+    return float(np.mean(np.argmax(emb @ bank.T, axis=1) == rows))
