@@ -546,6 +546,13 @@ def train(
     default=None,
     help="Start from this query tower file (.keras) instead of the catalog tower.",
 )
+@click.option(
+    "--quantisation",
+    type=click.Choice(["float32", "float16", "int8"]),
+    default="int8",
+    show_default=True,
+    help="Weights of the TFLite export.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train_query(
     model_dir: str,
@@ -560,6 +567,7 @@ def train_query(
     collages: int,
     input_size: int | None,
     init: str | None,
+    quantisation: str,
     seed: int,
 ) -> None:
     """Train the query tower of the model in MODEL_DIR on DATA_DIR (default: the Tux Paint training split).
@@ -583,6 +591,7 @@ def train_query(
         collages=collages,
         input_size=input_size,
         init=Path(init) if init else None,
+        quantisation=quantisation,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )

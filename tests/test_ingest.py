@@ -85,6 +85,21 @@ def test_second_ingest_embeds_nothing(tmp_path: Path) -> None:
     assert (again.new, again.reused, again.changed, again.unchanged) == (0, 0, 0, 12)
 
 
+def test_a_new_catalog_is_known_before_it_is_opened(tmp_path: Path) -> None:
+    """Ingest starts decoding before a new catalog is created; only a catalog that is not there counts as new."""
+    folder = tmp_path / "photos"
+    _make_images(folder, 3)
+    with open_store(tmp_path / "s") as store:
+        assert store.catalog_is_new()
+        assert store.preprocess == store.encoder.preprocess  # from the card, as the loaded model says
+        ingest_folder(store, folder)
+        assert not store.catalog_is_new()
+    with open_store(tmp_path / "s") as store:
+        assert not store.catalog_is_new()
+        assert ingest_folder(store, folder).unchanged == 3
+    assert not open_store(tmp_path / "m", db_url="sqlite://").catalog_is_new()  # in memory: cannot tell
+
+
 def test_same_bytes_new_name_reuses_vector_and_change_replaces(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     paths = _make_images(folder, 6)

@@ -50,6 +50,7 @@ def train_query_tower(
     patience: int = 10,
     input_size: int | None = None,
     init: Path | None = None,
+    quantisation: str = "int8",
     seed: int = 0,
     workers: int | None = None,
     command: str | None = None,
@@ -64,7 +65,8 @@ def train_query_tower(
     without improvement. ``input_size`` (default: the catalog tower's) lets the query tower look at
     query photos in more detail than catalog images need: the tower is fully convolutional up to its
     global pooling, so the catalog tower's weights start it at any size. ``init`` is a query tower
-    file (``.keras``) to start from instead.
+    file (``.keras``) to start from instead. The TFLite export is ``quantisation`` (int8 weights by default:
+    half the size of float16 and no slower for the one-image batches of a query).
     """
     if batch_size < 8:
         raise ConfigError(f"batch_size must be at least 8 (got {batch_size})")
@@ -76,7 +78,7 @@ def train_query_tower(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.query_head import BankModel
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
-    from dedup.training.trainer import _trainable_tower, _versions
+    from dedup.training.trainer import _trainable_tower, _versions, fit_keeping_best
 
     started = time.time()
     keras.utils.set_random_seed(seed)
@@ -129,22 +131,11 @@ def train_query_tower(
             ),
             keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience),
         ]
-        fit_start = time.time()
-        hist = model.fit(
-            batches_forever(),
-            steps_per_epoch=steps_per_epoch,
-            epochs=max(1, -(-steps // steps_per_epoch)),
-            callbacks=callbacks,
-            shuffle=False,  # batches are sampled at random already
-            verbose=2,
+        history, fit_seconds = fit_keeping_best(
+            model, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
         )
-        fit_seconds = time.time() - fit_start
-        if best.is_file():
-            model.load_weights(best)
-    history = {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}
     final = _top1(_embed(tower, val_views), bank, val_rows)
 
-    quantisation = card.get("runtime", {}).get("quantisation", "float16")
     tower.save(model_dir / "query_tower.keras")
     tflite_name = f"query_tower_{quantisation}.tflite"
     export_tflite(tower, model_dir / tflite_name, quantisation)
@@ -154,6 +145,7 @@ def train_query_tower(
         "purpose": "query photos (phone shots, copies) → the catalog tower's vector of the product",
         "input_size": size,
         "init": str(init) if init else "the catalog tower",
+        "runtime": {"quantisation": quantisation},
         "loss": {"name": "softmax over the catalog-tower bank", "temperature": temperature},
         "data": {
             "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",

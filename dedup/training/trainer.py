@@ -145,21 +145,16 @@ def train_model(
         ]
         if hard_negatives > 0:
             callbacks.append(HardNegativeMiner(sampler, pool.views[sampler.index, 0], every=hard_negatives))
-        fit_start = time.time()
-        hist = model.fit(
+        history, fit_seconds = fit_keeping_best(
+            model,
             batches_forever(),
+            callbacks,
+            best,
+            steps=steps,
             steps_per_epoch=steps_per_epoch,
-            epochs=max(1, -(-steps // steps_per_epoch)),
             validation_data=validation,
             validation_batch_size=val_batch if validation is not None else None,
-            callbacks=callbacks,
-            shuffle=False,  # batches are sampled at random already
-            verbose=2,
         )
-        fit_seconds = time.time() - fit_start
-        if best.is_file():
-            model.load_weights(best)
-    history = {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sym = mirror_wrap(tower) if mirror_pass else tower
@@ -234,6 +229,34 @@ def train_model(
     write_card(out_dir, card)
     log.info("model written to %s: threshold %.4f, val %s", out_dir, metrics["threshold"], metrics)
     return card
+
+
+def fit_keeping_best(
+    model: Any,
+    batches: Any,
+    callbacks: list[Any],
+    best: Path,
+    *,
+    steps: int,
+    steps_per_epoch: int,
+    **fit_options: Any,
+) -> tuple[dict[str, list[float]], float]:
+    """``model.fit`` on an endless generator of ready-made batches for up to ``steps`` steps, then the weights a
+    checkpoint callback saved at ``best`` (if it saved any). Returns the per-epoch history and the fit seconds."""
+    fit_start = time.time()
+    hist = model.fit(
+        batches,
+        steps_per_epoch=steps_per_epoch,
+        epochs=max(1, -(-steps // steps_per_epoch)),
+        callbacks=callbacks,
+        shuffle=False,  # batches are sampled at random already
+        verbose=2,
+        **fit_options,
+    )
+    fit_seconds = time.time() - fit_start
+    if best.is_file():
+        model.load_weights(best)
+    return {k: [round(float(x), 5) for x in v] for k, v in hist.history.items()}, fit_seconds
 
 
 def _split(
