@@ -167,12 +167,15 @@ def query_views(store: Store, image: Image.Image, sha256: str | None = None) -> 
     """
     encoder = store.query_encoder
     views = encoder.embed(np.stack([encoder.model_input(v) for v in centre_crops(image, store.config.query_crops)]))
-    if sha256 is not None and encoder is not store.encoder:
-        # With the catalog tower the whole view already is that vector; a query tower's is only close to it.
-        stored = store.catalog.stored_vectors([sha256], store.encoder.model_id).get(sha256)
-        if stored is not None:
-            views = np.concatenate([stored[None].astype(np.float32), views])
-    return views
+    return views if sha256 is None else _with_stored_view(store, sha256, views)
+
+
+def _with_stored_view(store: Store, sha256: str, views: np.ndarray) -> np.ndarray:
+    """``views`` and, when the catalog holds these bytes (``sha256``) now, their stored vector first."""
+    if store.query_encoder is store.encoder:
+        return views  # the catalog tower's whole view already is that vector
+    stored = store.catalog.stored_vectors([sha256], store.encoder.model_id).get(sha256)
+    return views if stored is None else np.concatenate([stored[None].astype(np.float32), views])
 
 
 def embed_query_bytes(
@@ -186,9 +189,9 @@ def embed_query_bytes(
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
     key = f"{store.encoder.model_id}#query{store.config.query_crops}:{store.config.query_tower}"
     target = store.query_encoder.input_size
-    return _decode_cached(
-        data, name, target, key, lambda loaded: query_views(store, loaded.image, loaded.sha256), cache, max_pixels
-    )
+    views = _decode_cached(data, name, target, key, lambda loaded: query_views(store, loaded.image), cache, max_pixels)
+    # Looked up on every call, not cached with the views: the bytes may have joined the catalog since.
+    return _with_stored_view(store, hashlib.sha256(data).hexdigest(), views)
 
 
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
