@@ -35,9 +35,9 @@ INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
 #: A query photo is embedded whole (1.0) and as centred crops of the other side fractions given here; a catalog
-#: image scores its best view. Crops frame a small product in a customer's photo closer (1,0.8,0.6 lifts phone-photo
-#: top-1 from 0.76 to 0.81 on the dev split) but each costs a model pass, which puts a query over its 10 ms budget
-#: (docs/benchmarks.md §1), so the default is the whole photo alone. Env DEDUP_QUERY_CROPS, e.g. "1,0.8,0.6".
+#: image scores its best view. Crops frame a small product in a customer's photo closer, but each costs a model
+#: pass, and with the query tower they did not help on the dev split (docs/benchmarks.md §1), so the default is the
+#: whole photo alone. Env DEDUP_QUERY_CROPS, e.g. "1,0.8,0.6".
 QUERY_CROPS: tuple[float, ...] = (1.0,)
 ENV_QUERY_CROPS = "DEDUP_QUERY_CROPS"
 
