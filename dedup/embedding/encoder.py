@@ -39,7 +39,7 @@ class Encoder(ABC):
     runtime: str
 
     def __init__(
-        self, card: dict[str, Any], weights: Path, space: Path | None = None, input_size: int | None = None
+        self, card: dict[str, Any], weights: Path, model_id: str | None = None, input_size: int | None = None
     ) -> None:
         self.card = card
         self.dim = int(card["dim"])
@@ -47,15 +47,14 @@ class Encoder(ABC):
         self.threshold = float(card["threshold"])
         #: The preprocessing the model was trained with (input side, background trim).
         self.preprocess = ModelInput(self.input_size, trims_background(card))
-        self.trim = self.preprocess.trim
-        #: The weights whose vector space this encoder maps into: its own, or (a query tower) the catalog tower's.
-        self.space = space or weights
-        digest = _sha256(self.space)
-        if self.trim:
-            # Other inputs make other vectors: the id must change with the preprocessing, not only the weights.
-            digest = hashlib.sha256(f"{digest}:trim_background".encode()).hexdigest()
-        self.model_id = MODEL_ID_PREFIX + digest[:12]
+        #: Names the vector space: the weights' (and preprocessing's) own, or, for a query tower, the catalog tower's.
+        self.model_id = model_id or _model_id(weights, self.trim)
         self.weights = weights
+
+    @property
+    def trim(self) -> bool:
+        """Whether a uniform background border is cropped before embedding (the model was trained that way)."""
+        return self.preprocess.trim
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """``(n, S, S, 3)`` uint8 → ``(n, dim)`` float32 unit rows; ``n`` may be 0."""
@@ -95,10 +94,10 @@ class LiteEncoder(Encoder):
         card: dict[str, Any],
         weights: Path,
         prefer: str = "litert",
-        space: Path | None = None,
+        model_id: str | None = None,
         input_size: int | None = None,
     ) -> None:
-        super().__init__(card, weights, space, input_size)
+        super().__init__(card, weights, model_id, input_size)
         self._lock = threading.Lock()  # an interpreter is not thread-safe
         self._interp, self.runtime = _make_interpreter(weights, prefer)
         self._inp = self._interp.get_input_details()[0]["index"]
@@ -122,9 +121,9 @@ class KerasEncoder(Encoder):
     runtime = "keras"
 
     def __init__(
-        self, card: dict[str, Any], weights: Path, space: Path | None = None, input_size: int | None = None
+        self, card: dict[str, Any], weights: Path, model_id: str | None = None, input_size: int | None = None
     ) -> None:
-        super().__init__(card, weights, space, input_size)
+        super().__init__(card, weights, model_id, input_size)
         import keras
 
         import dedup.embedding.tower  # noqa: F401 - registers the custom layers before loading
@@ -162,7 +161,7 @@ def load_query_encoder(catalog: Encoder, model_dir: str | os.PathLike[str] | Non
     if not has_query_tower(catalog.card):
         return catalog
     size = catalog.card.get("query_tower", {}).get("input_size")
-    return _load(folder, catalog.card, "query_", catalog.runtime, catalog.space, size)
+    return _load(folder, catalog.card, "query_", catalog.runtime, catalog.model_id, size)
 
 
 def _load(
@@ -170,7 +169,7 @@ def _load(
     card: dict[str, Any],
     prefix: str,
     runtime: str | None,
-    space: Path | None,
+    model_id: str | None,
     input_size: int | None = None,
 ) -> Encoder:
     """The encoder of the card's ``{prefix}tflite`` or ``{prefix}keras`` file, fastest runtime first."""
@@ -185,7 +184,7 @@ def _load(
             errors.append(f"{tflite} is missing")
         else:
             try:
-                return LiteEncoder(card, tflite, prefer=runtime or "litert", space=space, input_size=input_size)
+                return LiteEncoder(card, tflite, prefer=runtime or "litert", model_id=model_id, input_size=input_size)
             except (ImportError, ValueError, RuntimeError) as exc:
                 errors.append(f"{tflite}: {exc}")
     if runtime in (None, "keras") and keras_file is not None:
@@ -193,7 +192,7 @@ def _load(
             errors.append(f"{keras_file} is missing")
         else:
             try:
-                return KerasEncoder(card, keras_file, space=space, input_size=input_size)
+                return KerasEncoder(card, keras_file, model_id=model_id, input_size=input_size)
             except (ImportError, ValueError, OSError) as exc:
                 errors.append(f"{keras_file}: {exc}")
     detail = "; ".join(errors) or "the card names no model file"
@@ -217,6 +216,14 @@ def _make_interpreter(path: Path, prefer: str) -> tuple[Any, str]:
     interp = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
     interp.allocate_tensors()
     return interp, "tflite"
+
+
+def _model_id(weights: Path, trim: bool) -> str:
+    digest = _sha256(weights)
+    if trim:
+        # Other inputs make other vectors: the id must change with the preprocessing, not only the weights.
+        digest = hashlib.sha256(f"{digest}:trim_background".encode()).hexdigest()
+    return MODEL_ID_PREFIX + digest[:12]
 
 
 def _sha256(path: Path) -> str:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
 from dedup.errors import ImageError
-from dedup.imaging import LoadedImage, centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
+from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
@@ -129,7 +129,7 @@ def embed_bytes(
         name,
         encoder.input_size,
         encoder.model_id,
-        lambda loaded: encoder.embed_images([loaded.image])[0],
+        lambda img: encoder.embed_images([img])[0],
         cache,
         max_pixels,
     )
@@ -140,18 +140,19 @@ def _decode_cached(
     name: str,
     target: int,
     key: str,
-    embed: Callable[[LoadedImage], np.ndarray],
+    embed: Callable[[Image.Image], np.ndarray],
     cache: EmbeddingCache | None,
     max_pixels: int,
+    digest: str | None = None,
 ) -> np.ndarray:
     """``embed`` of the bytes decoded for ``target`` px inputs, through ``cache`` under ``key`` and the bytes'
     sha256 when given."""
     if cache is not None and data:
-        cached = cache.get(key, hashlib.sha256(data).hexdigest())
+        cached = cache.get(key, digest or hashlib.sha256(data).hexdigest())
         if cached is not None:
             return cached
     loaded = decode_bytes(data, name, target=target, max_pixels=max_pixels)
-    out = embed(loaded)
+    out = embed(loaded.image)
     if cache is not None:
         cache.put(key, loaded.sha256, out)
     return out
@@ -189,9 +190,10 @@ def embed_query_bytes(
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
     key = f"{store.encoder.model_id}#query{store.config.query_crops}:{store.config.query_tower}"
     target = store.query_encoder.input_size
-    views = _decode_cached(data, name, target, key, lambda loaded: query_views(store, loaded.image), cache, max_pixels)
+    digest = hashlib.sha256(data).hexdigest()
+    views = _decode_cached(data, name, target, key, lambda img: query_views(store, img), cache, max_pixels, digest)
     # Looked up on every call, not cached with the views: the bytes may have joined the catalog since.
-    return _with_stored_view(store, hashlib.sha256(data).hexdigest(), views)
+    return _with_stored_view(store, digest, views)
 
 
 def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -78,7 +78,7 @@ def train_query_tower(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.query_head import BankModel
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
-    from dedup.training.trainer import _trainable_tower, _versions, fit_keeping_best
+    from dedup.training.trainer import _trainable_tower, _versions, embed_in_batches, fit_keeping_best
 
     started = time.time()
     keras.utils.set_random_seed(seed)
@@ -96,10 +96,11 @@ def train_query_tower(
     pool_seconds = time.time() - t0
     log.info("query pool: %d products × %d views in %.0f s", len(pool), views, pool_seconds)
     train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
-    bank = _embed(catalog, _resized(pool.views[:, 0], catalog_size))  # (n, dim): each product's catalog vector
+    # (n, dim): the catalog vector of every product
+    bank = embed_in_batches(catalog, _resized(pool.views[:, 0], catalog_size))
     phone = data_mod.ALL_KINDS.index("phone")
     val_views, val_rows = _query_views(pool, val_idx, phone)
-    baseline = _top1(_embed(catalog, _resized(val_views, catalog_size)), bank, val_rows)
+    baseline = _top1(embed_in_batches(catalog, _resized(val_views, catalog_size)), bank, val_rows)
     log.info("validation phone top-1 with the catalog tower itself: %.3f", baseline)
 
     train_bank_rows = {int(i): r for r, i in enumerate(train_idx)}
@@ -125,7 +126,7 @@ def train_query_tower(
         budget = BudgetSchedule(learning_rate, steps, minutes)
         callbacks = [
             budget,
-            EpochMetric("val_top1", lambda m: _top1(_embed(m.tower, val_views), bank, val_rows)),
+            EpochMetric("val_top1", lambda m: _top1(embed_in_batches(m.tower, val_views), bank, val_rows)),
             keras.callbacks.ModelCheckpoint(
                 best, monitor="val_top1", mode="max", save_best_only=True, save_weights_only=True
             ),
@@ -134,7 +135,7 @@ def train_query_tower(
         history, fit_seconds = fit_keeping_best(
             model, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
         )
-    final = _top1(_embed(tower, val_views), bank, val_rows)
+    final = _top1(embed_in_batches(tower, val_views), bank, val_rows)
 
     tower.save(model_dir / "query_tower.keras")
     tflite_name = f"query_tower_{quantisation}.tflite"
@@ -205,11 +206,6 @@ def _query_views(pool: data_mod.Pool, index: np.ndarray, phone: int) -> tuple[np
     """The phone-photo views of the products ``index`` and each one's pool row."""
     rows, cols = np.nonzero(pool.kinds[index] == phone)
     return pool.views[index[rows], cols], index[rows]
-
-
-def _embed(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    parts = [np.asarray(model(images[i : i + batch], training=False)) for i in range(0, len(images), batch)]
-    return np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
 
 
 def _top1(emb: np.ndarray, bank: np.ndarray, rows: np.ndarray) -> float:

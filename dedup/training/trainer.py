@@ -279,12 +279,16 @@ def _trainable_tower(model: Any) -> Any:
     return inner[0] if model.name.endswith("_sym") and len(inner) == 1 else model
 
 
-def _embed_pool(model: Any, views: np.ndarray, batch: int = 256) -> np.ndarray:
+def embed_in_batches(model: Any, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Embeddings ``(n, dim)`` of model inputs ``(n, S, S, 3)`` by a Keras tower, ``batch`` at a time."""
+    out = [np.asarray(model(images[i : i + batch], training=False)) for i in range(0, len(images), batch)]
+    return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
+
+
+def _embed_pool(model: Any, views: np.ndarray) -> np.ndarray:
     """Embeddings ``(n, V, dim)`` of pool views ``(n, V, S, S, 3)``."""
     n, v = views.shape[:2]
-    flat = views.reshape(n * v, *views.shape[2:])
-    out = [np.asarray(model(flat[i : i + batch], training=False)) for i in range(0, len(flat), batch)]
-    return np.concatenate(out).reshape(n, v, -1)
+    return embed_in_batches(model, views.reshape(n * v, *views.shape[2:])).reshape(n, v, -1)
 
 
 def _versions() -> dict[str, str]:
