@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import ImageError, InputError
-from dedup.imaging import LoadedImage, ModelInput, iter_image_files, load_image
+from dedup.imaging import ModelInput, iter_image_files, load_image
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
@@ -58,41 +59,38 @@ def ingest_folder(
     started = time.monotonic()
     summary = IngestSummary()
     workers = max(1, os.cpu_count() or 1)
-    # Three stages run at once: worker threads decode batch i+1, this thread embeds batch i, and a writer
-    # thread stores batch i-1 (catalog transaction + index update). Decoding and the model release the
-    # GIL; the writer is mostly Python, so it is the one overlapped.
+    # Three stages run at once: worker threads decode batches i+1 and i+2, this thread embeds batch i, and
+    # a writer thread stores batch i-1 (catalog transaction + index update). Decoding and the model release
+    # the GIL; the writer is mostly Python, so it is the one overlapped. Two batches decode ahead so the
+    # workers never wait for the model, and so they use the core the start-up leaves idle.
     with store.write_lock(), ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
         files = iter_image_files(root, IMAGE_EXTENSIONS)
         summary.seen = len(files)
-        pending: list[Future[_Decoded | ImageError]] = []
         todo: list[_Todo] | None = None
         known: dict[str, KnownFile] = {}
+        decoding: _DecodeQueue | None = None
         if store.catalog_is_new():
-            # A new catalog has nothing to skip: decode the first batch while the catalog, model and index load.
+            # A new catalog has nothing to skip: decode the first batches while the catalog, model and index load.
             todo = _plan(files, {}, "", summary, None)
-            preprocess = store.preprocess
-            pending = [pool.submit(_decode, t, preprocess) for t in todo[:batch_size]]
+            decoding = _DecodeQueue(pool, todo, batch_size, store.preprocess)
         catalog = store.catalog
         encoder = store.encoder
         store.index  # noqa: B018 - load or rebuild it so it matches the catalog before we add to it
         if meta.products:
             catalog.upsert_products(meta.products.values())
-        if todo is None:
+        if todo is None or decoding is None:
             known = catalog.known_files()
             todo = _plan(files, known, encoder.model_id, summary, catalog)
-            pending = [pool.submit(_decode, t, encoder.preprocess) for t in todo[:batch_size]]
+            decoding = _DecodeQueue(pool, todo, batch_size, encoder.preprocess)
         run_id = catalog.begin_run(str(root), encoder.model_id)
         status = "interrupted"
         try:
             done = 0
             if progress:
                 progress(0, len(todo))
-            batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
             in_flight: tuple[Future[None], _Prepared] | None = None
-            for i, batch in enumerate(batches):
-                decoded = [f.result() for f in pending]
-                nxt = batches[i + 1] if i + 1 < len(batches) else []
-                pending = [pool.submit(_decode, t, encoder.preprocess) for t in nxt]
+            while (next_batch := decoding.next()) is not None:
+                batch, decoded = next_batch
                 # Vectors of the batch still being written are not in the catalog yet: reuse them.
                 unwritten = in_flight[1].new_vectors if in_flight is not None else {}
                 prepared = _prepare_batch(store, batch, decoded, meta.product_for, summary, unwritten)
@@ -103,6 +101,7 @@ def ingest_folder(
                 summary.pruned = _prune(store, root, {str(p) for p in files}, known)
             status = "finished"
         finally:
+            decoding.cancel()
             summary.failed = len(summary.failures)
             summary.seconds = time.monotonic() - started
             store.save_index(force=True)
@@ -158,10 +157,19 @@ def _plan(
     return todo
 
 
+#: Batches decoding ahead of the one being embedded.
+DECODE_AHEAD = 2
+
+
 @dataclass(frozen=True)
 class _Decoded:
-    loaded: LoadedImage
+    """What ingest keeps of a decoded file: facts for its record and the model input (not the pixels)."""
+
+    sha256: str
     pixel_hash: str
+    width: int
+    height: int
+    format: str
     model_input: np.ndarray  # (S, S, 3) uint8
 
 
@@ -171,7 +179,42 @@ def _decode(item: _Todo, preprocess: ModelInput) -> _Decoded | ImageError:
         loaded = load_image(item.path, target=preprocess.size)
     except ImageError as exc:
         return exc
-    return _Decoded(loaded, loaded.pixel_hash, preprocess(loaded.image))
+    return _Decoded(
+        loaded.sha256, loaded.pixel_hash, loaded.width, loaded.height, loaded.format, preprocess(loaded.image)
+    )
+
+
+class _DecodeQueue:
+    """Batches of ``todo`` decoding in ``pool``, :data:`DECODE_AHEAD` of them in flight, handed out in order."""
+
+    def __init__(self, pool: ThreadPoolExecutor, todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput):
+        self._pool, self._preprocess = pool, preprocess
+        self._batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+        self._queued: deque[tuple[Sequence[_Todo], list[Future[_Decoded | ImageError]]]] = deque()
+        self._submitted = 0
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._queued) < DECODE_AHEAD and self._submitted < len(self._batches):
+            batch = self._batches[self._submitted]
+            self._queued.append((batch, [self._pool.submit(_decode, t, self._preprocess) for t in batch]))
+            self._submitted += 1
+
+    def next(self) -> tuple[Sequence[_Todo], list[_Decoded | ImageError]] | None:
+        """The next batch and its decoded files (in order), or None when all were handed out."""
+        if not self._queued:
+            return None
+        batch, futures = self._queued.popleft()
+        decoded = [f.result() for f in futures]
+        self._fill()
+        return batch, decoded
+
+    def cancel(self) -> None:
+        """Drop the batches not handed out (an interrupted ingest need not finish decoding them)."""
+        for _, futures in self._queued:
+            for f in futures:
+                f.cancel()
+        self._queued.clear()
 
 
 @dataclass(frozen=True)
@@ -202,14 +245,13 @@ def _prepare_batch(
             log.info("skipped %s", result.message)  # the caller reports failures; no double output
             failures.append(FailedFile(str(item.path), result.kind, result.reason, item.size, item.mtime))
             continue
-        loaded = result.loaded
         record = ImageRecord(
             path=str(item.path),
-            sha256=loaded.sha256,
+            sha256=result.sha256,
             pixel_hash=result.pixel_hash,
-            width=loaded.width,
-            height=loaded.height,
-            format=loaded.format,
+            width=result.width,
+            height=result.height,
+            format=result.format,
             bytes=item.size,
             mtime=item.mtime,
             product_id=product_for(item.path),
