@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from dedup.catalog.codec import STORED_DTYPE, decode_vector
@@ -61,14 +62,21 @@ def vector_ids(session: Session, sha256s: Iterable[str], model_id: str) -> dict[
     return found
 
 
+@functools.cache
+def _stored_vectors_stmt() -> Any:
+    # Built once: building a select costs more than running it (queries call this every time).
+    vec = Vector.__table__.c
+    return select(vec.sha256, vec.data, vec.dim).where(
+        vec.model_id == bindparam("model_id"), vec.sha256.in_(bindparam("sha256s", expanding=True))
+    )
+
+
 def stored_vectors(session: Session | Connection, sha256s: Iterable[str], model_id: str) -> dict[str, np.ndarray]:
     """The vectors already stored for these contents under ``model_id`` (float32, 1-D), by sha256."""
     found: dict[str, np.ndarray] = {}
     for chunk in chunked(list(dict.fromkeys(sha256s))):
-        stmt = select(Vector.sha256, Vector.data, Vector.dim).where(
-            Vector.model_id == model_id, Vector.sha256.in_(chunk)
-        )
-        found.update({sha: decode_vector(data, dim) for sha, data, dim in session.execute(stmt)})
+        rows = session.execute(_stored_vectors_stmt(), {"model_id": model_id, "sha256s": list(chunk)})
+        found.update({sha: decode_vector(data, dim) for sha, data, dim in rows})
     return found
 
 
@@ -143,13 +151,18 @@ def _with_product() -> Any:
     ).outerjoin(Product.__table__, img.product_fk == prod.id)
 
 
+@functools.cache
+def _images_stmt() -> Any:
+    # Built once, like _stored_vectors_stmt: every query joins its hits through it.
+    img = Image.__table__.c
+    return _with_product().where(img.id.in_(bindparam("ids", expanding=True)), img.sha256.is_not(None))
+
+
 def images(session: Session | Connection, ids: Sequence[int]) -> dict[int, ImageInfo]:
     """Decoded images (ok or missing, not failed) by id, joined with their product."""
-    img = Image.__table__.c
     found: dict[int, ImageInfo] = {}
     for chunk in chunked(list(dict.fromkeys(int(i) for i in ids))):
-        stmt = _with_product().where(img.id.in_(chunk), img.sha256.is_not(None))
-        found.update({row.id: _info(row) for row in session.execute(stmt)})
+        found.update({row.id: _info(row) for row in session.execute(_images_stmt(), {"ids": list(chunk)})})
     return found
 
 
