@@ -517,6 +517,88 @@ def train(
     )
 
 
+@cli.command()
+@click.argument("teacher", default="default")
+@click.argument("data_dir", required=False, type=click.Path(exists=True))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+@click.option(
+    "--stages",
+    default="48x1,96x1,192x1,320x1",
+    show_default=True,
+    help="The student's stages, WIDTHxBLOCKS each (every stage halves the image); the default drops the "
+    "shipped tower's repeated blocks (about half its multiply-adds).",
+)
+@click.option("--minutes", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Time budget.")
+@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Steps (at most).")
+@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(0.0, min_open=True), default=1e-3, show_default=True)
+@click.option("--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per product.")
+@click.option(
+    "--target-precision",
+    type=click.FloatRange(0.5, 1.0),
+    default=0.99,
+    show_default=True,
+    help="Precision the student's threshold is calibrated at (validation pairs).",
+)
+@click.option(
+    "--init",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Go on training this student tower file (.keras) instead of starting from the teacher's blocks.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def distill(
+    teacher: str,
+    data_dir: str | None,
+    out_dir: str,
+    stages: str,
+    minutes: float,
+    steps: int,
+    batch_size: int,
+    learning_rate: float,
+    views: int,
+    target_precision: float,
+    init: str | None,
+    seed: int,
+) -> None:
+    """Distil the catalog tower of TEACHER (a model folder, or 'default') into a cheaper one in --out.
+
+    The student keeps the teacher's embedding space (it learns the teacher's vector of every training
+    view of DATA_DIR, default: the Tux Paint training split), so the teacher's query tower is carried
+    over; ingest with the student costs fewer multiply-adds per image. Stores ingested with the teacher
+    re-embed their images once when they switch.
+    """
+    from dedup.errors import ConfigError
+    from dedup.service.training import distill as run_distillation
+    from dedup.training.distill import parse_stages
+
+    try:
+        parsed = parse_stages(stages)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stages") from exc
+    card = run_distillation(
+        teacher,
+        out_dir,
+        data_dir,
+        stages=parsed,
+        minutes=minutes,
+        steps=steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        views=views,
+        target_precision=target_precision,
+        init=Path(init) if init else None,
+        seed=seed,
+        command="dedup " + " ".join(sys.argv[1:]),
+    )
+    d, a = card["distillation"], card["architecture"]
+    click.echo(
+        f"student written to {out_dir}: {a['distilled_from_params']:,} -> {a['params']:,} parameters, "
+        f"validation cosine to the teacher {d['validation_cosine']['mean']}, threshold {card['threshold']}, "
+        f"validation precision {card['validation']['precision']} recall {card['validation']['recall']}"
+    )
+
+
 @cli.command("train-query")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", required=False, type=click.Path(exists=True))

@@ -290,3 +290,65 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     with open_store(tmp_path / "store", model=out) as store:
         assert store.query_encoder is store.encoder
         np.testing.assert_allclose(query_views(store, images[0]), catalog_vectors[:1], atol=1e-5)
+
+
+def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teachers_space(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dedup.cli import cli
+    from dedup.embedding.encoder import load_query_encoder
+    from dedup.errors import ConfigError
+    from dedup.training.distill import distil_tower
+    from dedup.training.query_tower import train_query_tower
+    from dedup.training.trainer import train_model
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(10):
+        _product(i).save(data / f"p{i}.png")
+    teacher = tmp_path / "teacher"
+    train_model(
+        data, teacher, input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    train_query_tower(
+        teacher, data, minutes=None, steps=2, steps_per_epoch=2, batch_size=8, views=3, collages=0,
+        val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    with pytest.raises(ConfigError):
+        distil_tower(teacher, teacher, data)
+    student_dir = tmp_path / "student"
+    card = distil_tower(
+        teacher, student_dir, data, minutes=None, steps=12, steps_per_epoch=4, batch_size=16, views=4,
+        val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    arch, dist = card["architecture"], card["distillation"]
+    assert arch["params"] < arch["distilled_from_params"]
+    assert dist["training"]["steps"] == 12 and dist["data"]["views_per_product"] == 4
+    # The student learned towards the teacher's vectors of held-out products' views.
+    assert dist["validation_cosine"]["mean"] > dist["validation_cosine"]["before"]
+    assert 0.0 <= card["threshold"] <= 2.0 and card["validation"]["positives"] > 0
+
+    student, original = load_encoder(student_dir), load_encoder(teacher)
+    assert student.model_id != original.model_id  # other weights: stores re-embed when they switch
+    query = load_query_encoder(student, student_dir)
+    assert query is not student and query.model_id == student.model_id
+    assert (student_dir / card["files"]["query_tflite"]).read_bytes() == (
+        teacher / card["files"]["query_tflite"]
+    ).read_bytes()
+    vectors = student.embed_images([_product(0), _product(1)])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+    # Going on from a student file keeps its (smaller) stages and its weights as the start.
+    again = distil_tower(
+        teacher, tmp_path / "student2", data, minutes=None, steps=2, steps_per_epoch=2, batch_size=16, views=4,
+        val_fraction=0.3, workers=1, seed=0, init=student_dir / "tower.keras",
+    )  # fmt: skip
+    assert again["architecture"]["stages"] == arch["stages"]
+    # Same seed, same pool and split: it starts exactly where the first run ended.
+    assert again["distillation"]["validation_cosine"]["before"] == pytest.approx(
+        dist["validation_cosine"]["mean"], abs=2e-3
+    )
+
+    bad = CliRunner().invoke(cli, ["distill", str(teacher), "--out", str(tmp_path / "x"), "--stages", "48,96"])
+    assert bad.exit_code == 2 and "WIDTHxBLOCKS" in bad.output

@@ -31,3 +31,16 @@ def train_query(
     from dedup.training.query_tower import train_query_tower
 
     return train_query_tower(Path(model_dir), Path(data_dir) if data_dir else None, **options)
+
+
+def distill(
+    teacher: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Distil the catalog tower of ``teacher`` (a model folder, or ``"default"``) into ``out_dir``; returns its card."""
+    from dedup.training.distill import distil_tower
+
+    source = default_model_dir() if str(teacher) == "default" else Path(teacher)
+    return distil_tower(source, Path(out_dir), Path(data_dir) if data_dir else None, **options)

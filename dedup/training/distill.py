@@ -1,0 +1,268 @@
+"""Distil a model's catalog tower into a cheaper one: same embedding space, fewer convolutions.
+
+Ingest time is decode plus the catalog tower, so a tower with fewer multiply-adds makes every ingest
+faster. Training a small tower from scratch would take as long as the first one and land in another
+embedding space; instead the student starts from the teacher's own weights with some blocks removed
+(each removed block is a residual one, so the rest still fits together) and learns to give the
+teacher's vector for every training view (cosine regression). Because the student lands in the
+teacher's space, the teacher's query tower keeps working against the student's catalog vectors and is
+carried over as it is; the duplicate threshold is calibrated again for the student.
+
+:func:`distil_tower` writes a complete model folder (student tower, its TFLite export, the teacher's
+query tower, a card with a ``distillation`` section).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup.errors import ConfigError
+from dedup.training import data as data_mod
+
+log = logging.getLogger(__name__)
+
+#: The student's stages by default: the shipped tower's widths and strides, one block per stage.
+STUDENT_STAGES: tuple[tuple[int, int, int], ...] = ((48, 2, 1), (96, 2, 1), (192, 2, 1), (320, 2, 1))
+
+
+def parse_stages(text: str) -> tuple[tuple[int, int, int], ...]:
+    """``"48x1,96x1,192x1,320x1"`` (width × blocks per stage, each stage halving the size) → stage tuples."""
+    stages = []
+    for part in text.split(","):
+        try:
+            width, repeats = (int(v) for v in part.lower().split("x"))
+        except ValueError as exc:
+            raise ConfigError(f"stage {part!r}: expected WIDTHxBLOCKS, e.g. 96x1") from exc
+        if width < 8 or repeats < 1:
+            raise ConfigError(f"stage {part!r}: width must be ≥ 8 and blocks ≥ 1")
+        stages.append((width, 2, repeats))
+    if not stages:
+        raise ConfigError("no stages given")
+    return tuple(stages)
+
+
+def distil_tower(
+    teacher_dir: Path,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    *,
+    stages: tuple[tuple[int, int, int], ...] = STUDENT_STAGES,
+    minutes: float | None = 30.0,
+    steps: int = 100_000,
+    steps_per_epoch: int = 50,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    views: int = 16,
+    phone_share: float | None = None,
+    val_fraction: float = 0.1,
+    patience: int = 10,
+    target_precision: float = 0.99,
+    init: Path | None = None,
+    seed: int = 0,
+    workers: int | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Train a student of the catalog tower in ``teacher_dir`` and write a full model folder to ``out_dir``.
+
+    The pool is built as the teacher's was (same data, colour variants, collages, trim and phone share
+    unless ``phone_share`` is given, ``views`` per product). Each step embeds ``batch_size`` views with the
+    student and pulls each towards the teacher's vector of the same view; the weights with the best mean
+    cosine on the validation products are kept. The student's threshold is calibrated at
+    ``target_precision`` on the validation products' pairs, as training does. ``init`` is a student tower file
+    (``.keras``) to go on training instead (its stages win over ``stages``). Returns the card.
+    """
+    if out_dir.resolve() == teacher_dir.resolve():
+        raise ConfigError("the student needs its own folder (--out must differ from the teacher's)")
+    if batch_size < 8:
+        raise ConfigError(f"batch_size must be at least 8 (got {batch_size})")
+    import keras
+
+    from dedup.embedding.card import read_card, trims_background, write_card
+    from dedup.embedding.export import export_tflite
+    from dedup.embedding.tower import build_tower
+    from dedup.training.calibrate import calibrate
+    from dedup.training.callbacks import BudgetSchedule, EpochMetric
+    from dedup.training.trainer import _trainable_tower, _versions, embed_in_batches, fit_keeping_best
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    card = read_card(teacher_dir)
+    size, dim = int(card["input_size"]), int(card["dim"])
+    trim = trims_background(card)
+    teacher = _trainable_tower(keras.models.load_model(teacher_dir / card["files"]["keras"], compile=False))
+
+    data = card.get("data", {})
+    share = float(data.get("phone_share", data_mod.PHONE_SHARE)) if phone_share is None else phone_share
+    ids = data_mod.load_identities(data_dir)
+    ids = data_mod.add_colour_variants(ids, 1 if data.get("colour_variant_identities", 1) else 0, seed)
+    ids = data_mod.add_collages(ids, int(data.get("collage_groups", 0)), seed)
+    t0 = time.time()
+    pool = data_mod.build_pool(ids, views, size, seed, workers=workers, trim=trim, phone_share=share)
+    pool_seconds = time.time() - t0
+    n, v = pool.views.shape[:2]
+    flat = pool.views.reshape(n * v, size, size, 3)
+    targets = embed_in_batches(teacher, flat).reshape(n, v, dim)
+    log.info("distillation pool: %d products × %d views, teacher vectors in %.0f s", n, v, time.time() - t0)
+    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    val_x = pool.views[val_idx].reshape(-1, size, size, 3)
+    val_t = targets[val_idx].reshape(-1, dim)
+
+    if init is not None:
+        student = _trainable_tower(keras.models.load_model(init, compile=False))
+        copied = len(student.weights)
+        stages = _stages_of(student)
+        log.info("student starts from %s", init)
+    else:
+        student = build_tower(size, dim, stages=stages)
+        copied = _copy_matching_weights(teacher, student)
+    log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
+    rng = np.random.default_rng(seed)
+
+    def batches_forever() -> Any:
+        while True:
+            picks = rng.choice(train_idx, size=batch_size)
+            cols = rng.integers(0, v, size=batch_size)
+            yield pool.views[picks, cols], targets[picks, cols]
+
+    def val_cosine(model: Any) -> float:
+        return float(np.mean(np.sum(embed_in_batches(model, val_x) * val_t, axis=1)))
+
+    before = val_cosine(student)
+    # Compile a wrapper, not the student, so the saved student file holds no optimizer state.
+    fitted = keras.Model(student.input, student.output)
+    fitted.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CosineSimilarity(), jit_compile=True
+    )
+    with tempfile.TemporaryDirectory(prefix="dedup-distil-") as tmp:
+        best = Path(tmp) / "best.weights.h5"
+        budget = BudgetSchedule(learning_rate, steps, minutes)
+        callbacks = [
+            budget,
+            EpochMetric("val_cosine", val_cosine),
+            keras.callbacks.ModelCheckpoint(
+                best, monitor="val_cosine", mode="max", save_best_only=True, save_weights_only=True
+            ),
+            keras.callbacks.EarlyStopping(monitor="val_cosine", mode="max", patience=patience),
+        ]
+        history, fit_seconds = fit_keeping_best(
+            fitted, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
+        )
+    cos = np.sum(embed_in_batches(student, val_x) * val_t, axis=1)
+    student_val = embed_in_batches(student, val_x).reshape(len(val_idx), v, dim)
+    metrics = calibrate(student_val, pool, val_idx, target=target_precision, seed=seed)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    student.save(out_dir / "tower.keras")
+    quantisation = str(card.get("runtime", {}).get("quantisation", "float16"))
+    tflite_name = f"tower_{quantisation}.tflite"
+    export_tflite(student, out_dir / tflite_name, quantisation)
+    files: dict[str, Any] = {"tflite": tflite_name, "keras": "tower.keras"}
+    for key in ("query_tflite", "query_keras"):
+        name = card["files"].get(key)
+        if name and (teacher_dir / name).is_file():
+            shutil.copy2(teacher_dir / name, out_dir / name)
+            files[key] = name
+    teacher_params = int(teacher.count_params())
+    card.update(
+        {
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": files,
+            "threshold": metrics["threshold"],
+            "validation": metrics,
+            "software": _versions(),
+            "command": command or " ".join(sys.argv),
+        }
+    )
+    card["architecture"] = {
+        **card.get("architecture", {}),
+        "stages": [list(s) for s in stages],
+        "params": int(student.count_params()),
+        "distilled_from_params": teacher_params,
+    }
+    card["distillation"] = {
+        "teacher": str(teacher_dir),
+        "teacher_model_name": card.get("model_name"),
+        "loss": "1 - cosine(student(view), teacher(view))",
+        "init": str(init) if init is not None else f"teacher weights for {copied} of {len(student.weights)} tensors",
+        "data": {
+            "products": n,
+            "train_products": int(len(train_idx)),
+            "val_products": int(len(val_idx)),
+            "views_per_product": v,
+            "phone_share": share,
+            "pool_seconds": round(pool_seconds, 1),
+        },
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": learning_rate,
+            "batch_size": batch_size,
+            "steps": budget.step,
+            "epochs": len(history.get("loss", [])),
+            "minutes_budget": minutes,
+            "fit_seconds": round(fit_seconds, 1),
+            "total_seconds": round(time.time() - started, 1),
+            "seed": seed,
+            "history": history,
+        },
+        "validation_cosine": {
+            "before": round(before, 4),
+            "mean": round(float(cos.mean()), 4),
+            "p01": round(float(np.quantile(cos, 0.01)), 4),
+        },
+    }
+    write_card(out_dir, card)
+    log.info(
+        "student written to %s: %d → %d parameters, validation cosine to the teacher %.4f (from %.4f), threshold %.4f",
+        out_dir,
+        teacher_params,
+        student.count_params(),
+        cos.mean(),
+        before,
+        metrics["threshold"],
+    )
+    return card
+
+
+def _copy_matching_weights(teacher: Any, student: Any) -> int:
+    """Set every student layer's weights from the teacher layer of the same name and shapes; returns tensors set."""
+    by_name = {layer.name: layer for layer in _layers(teacher)}
+    copied = 0
+    for layer in _layers(student):
+        src = by_name.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        w = src.get_weights()
+        if [a.shape for a in w] == [tuple(x.shape) for x in layer.weights]:
+            layer.set_weights(w)
+            copied += len(w)
+    return copied
+
+
+def _stages_of(tower: Any) -> tuple[tuple[int, int, int], ...]:
+    """The ``(filters, stride, blocks)`` stages of a tower made by :func:`dedup.embedding.tower.build_tower`."""
+    stages: dict[int, list[int]] = {}
+    for layer in _layers(tower):
+        name = layer.name  # s{stage}b{block}_conv
+        if name.startswith("s") and name.endswith("_conv") and "b" in name:
+            stage, block = (int(v) for v in name[1:-5].split("b"))
+            entry = stages.setdefault(stage, [layer.filters, layer.strides[0], 0])
+            entry[2] = max(entry[2], block + 1)
+    return tuple((f, st, n) for _, (f, st, n) in sorted(stages.items()))
+
+
+def _layers(model: Any) -> list[Any]:
+    """All layers of a model, nested models (the backbone) opened up."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        out.extend(_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return out
