@@ -281,7 +281,7 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     with open_store(tmp_path / "store", model=out) as store:
         ingest_folder(store, data)
         assert store.query_encoder.weights == query.weights
-        np.testing.assert_allclose(query_views(store, images[0]), q[:1], atol=1e-5)
+        np.testing.assert_allclose(query_views(store, images[0])[:1], q[:1], atol=1e-5)  # whole view first
         # A query that is a catalog file's bytes also scores that file's stored vector: found at distance 0.
         hit = next(iter(query_paths(store, [data / "p3.png"], 1)))
         assert not isinstance(hit, Exception) and hit.hits[0].distance < 1e-4
@@ -289,7 +289,7 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     monkeypatch.setenv(ENV_QUERY_TOWER, "off")
     with open_store(tmp_path / "store", model=out) as store:
         assert store.query_encoder is store.encoder
-        np.testing.assert_allclose(query_views(store, images[0]), catalog_vectors[:1], atol=1e-5)
+        np.testing.assert_allclose(query_views(store, images[0])[:1], catalog_vectors[:1], atol=1e-5)
 
 
 def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teachers_space(tmp_path: Path) -> None:
