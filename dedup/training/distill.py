@@ -90,7 +90,13 @@ def distil_tower(
     from dedup.embedding.tower import build_tower
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
-    from dedup.training.trainer import _trainable_tower, _versions, embed_in_batches, fit_keeping_best
+    from dedup.training.trainer import (
+        _trainable_tower,
+        _versions,
+        embed_in_batches,
+        fit_keeping_best,
+        fit_record,
+    )
 
     started = time.time()
     keras.utils.set_random_seed(seed)
@@ -155,9 +161,9 @@ def distil_tower(
         history, fit_seconds = fit_keeping_best(
             fitted, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
         )
-    cos = np.sum(embed_in_batches(student, val_x) * val_t, axis=1)
-    student_val = embed_in_batches(student, val_x).reshape(len(val_idx), v, dim)
-    metrics = calibrate(student_val, pool, val_idx, target=target_precision, seed=seed)
+    val_emb = embed_in_batches(student, val_x)
+    cos = np.sum(val_emb * val_t, axis=1)
+    metrics = calibrate(val_emb.reshape(len(val_idx), v, dim), pool, val_idx, target=target_precision, seed=seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save(out_dir / "tower.keras")
@@ -200,18 +206,16 @@ def distil_tower(
             "phone_share": share,
             "pool_seconds": round(pool_seconds, 1),
         },
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": learning_rate,
-            "batch_size": batch_size,
-            "steps": budget.step,
-            "epochs": len(history.get("loss", [])),
-            "minutes_budget": minutes,
-            "fit_seconds": round(fit_seconds, 1),
-            "total_seconds": round(time.time() - started, 1),
-            "seed": seed,
-            "history": history,
-        },
+        "training": fit_record(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            steps=budget.step,
+            history=history,
+            minutes=minutes,
+            fit_seconds=fit_seconds,
+            started=started,
+            seed=seed,
+        ),
         "validation_cosine": {
             "before": round(before, 4),
             "mean": round(float(cos.mean()), 4),

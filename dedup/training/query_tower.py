@@ -78,7 +78,13 @@ def train_query_tower(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.query_head import BankModel
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
-    from dedup.training.trainer import _trainable_tower, _versions, embed_in_batches, fit_keeping_best
+    from dedup.training.trainer import (
+        _trainable_tower,
+        _versions,
+        embed_in_batches,
+        fit_keeping_best,
+        fit_record,
+    )
 
     started = time.time()
     keras.utils.set_random_seed(seed)
@@ -160,18 +166,16 @@ def train_query_tower(
             "collage_groups": collages,
             "pool_seconds": round(pool_seconds, 1),
         },
-        "training": {
-            "optimizer": "adam",
-            "learning_rate": learning_rate,
-            "batch_size": batch_size,
-            "steps": budget.step,
-            "epochs": len(history.get("loss", [])),
-            "minutes_budget": minutes,
-            "fit_seconds": round(fit_seconds, 1),
-            "total_seconds": round(time.time() - started, 1),
-            "seed": seed,
-            "history": history,
-        },
+        "training": fit_record(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            steps=budget.step,
+            history=history,
+            minutes=minutes,
+            fit_seconds=fit_seconds,
+            started=started,
+            seed=seed,
+        ),
         "validation": {
             "queries": int(len(val_rows)),
             "bank": int(len(bank)),

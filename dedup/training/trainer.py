@@ -271,6 +271,32 @@ def _split(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def fit_record(
+    *,
+    learning_rate: float,
+    batch_size: int,
+    steps: int,
+    history: dict[str, list[float]],
+    minutes: float | None,
+    fit_seconds: float,
+    started: float,
+    seed: int,
+) -> dict[str, Any]:
+    """The card's ``training`` section of a :func:`fit_keeping_best` run (Adam) that began at ``started``."""
+    return {
+        "optimizer": "adam",
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "steps": steps,
+        "epochs": len(history.get("loss", [])),
+        "minutes_budget": minutes,
+        "fit_seconds": round(fit_seconds, 1),
+        "total_seconds": round(time.time() - started, 1),
+        "seed": seed,
+        "history": history,
+    }
+
+
 def _trainable_tower(model: Any) -> Any:
     """The single-path tower inside a saved mirror-wrapped tower (or the model itself if it is not wrapped)."""
     import keras
