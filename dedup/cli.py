@@ -28,7 +28,7 @@ from dedup.config import (
     INDEX_KIND_CHOICES,
     IVF_MIN_VECTORS,
 )
-from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, DedupError
+from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, DedupError
 
 if TYPE_CHECKING:
     from dedup.service import Store
@@ -568,9 +568,8 @@ def distill(
     over; ingest with the student costs fewer multiply-adds per image. Stores ingested with the teacher
     re-embed their images once when they switch.
     """
-    from dedup.errors import ConfigError
     from dedup.service.training import distill as run_distillation
-    from dedup.training.distill import parse_stages
+    from dedup.service.training import parse_stages
 
     try:
         parsed = parse_stages(stages)

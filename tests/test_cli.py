@@ -129,7 +129,7 @@ def _count_rows(db: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_ingest_is_completed_by_the_next_run(tmp_path: Path, sig: signal.Signals) -> None:
     folder = tmp_path / "photos"
-    n = 800  # enough batches that the signal lands mid-run even on a fast machine
+    n = 2000  # enough batches (8) that the signal lands mid-run even with two batches decoding ahead
     _make_images(folder, n, size=120)
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "dedup", "--store", str(store), "ingest", str(folder)]

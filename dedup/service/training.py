@@ -33,6 +33,13 @@ def train_query(
     return train_query_tower(Path(model_dir), Path(data_dir) if data_dir else None, **options)
 
 
+def parse_stages(text: str) -> tuple[tuple[int, int, int], ...]:
+    """A student's stages from ``"48x1,96x1,192x1,320x1"`` (ConfigError when malformed)."""
+    from dedup.training.distill import parse_stages as parse
+
+    return parse(text)
+
+
 def distill(
     teacher: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
