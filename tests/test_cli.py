@@ -134,7 +134,15 @@ def test_interrupted_ingest_is_completed_by_the_next_run(tmp_path: Path, sig: si
     store = tmp_path / "store"
     cmd = [sys.executable, "-m", "dedup", "--store", str(store), "ingest", str(folder)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell starts background jobs with SIGINT ignored, and a child inherits that: give it the default back so
+    # the suite tests Ctrl-C however it was launched.
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     # Wait until at least one batch is committed, then stop it before it can finish.
     while _count_rows(store / "catalog.sqlite") == 0 and time.monotonic() < deadline and proc.poll() is None:

@@ -156,8 +156,7 @@ def _plan(
     return todo
 
 
-#: Batches decoding ahead of the one being embedded. Two measured no faster (the cores are busy either way), and
-#: with two the Ctrl-C test (tests/test_cli.py) failed twice on a clean CI clone, not reproduced locally.
+#: Batches decoding ahead of the one being embedded (two measured no faster: the cores are busy either way).
 DECODE_AHEAD = 1
 
 
