@@ -69,17 +69,22 @@ def load_image(path: str | os.PathLike[str], target: int | None = None, max_pixe
 
 
 def decode_bytes(
-    data: bytes, name: str = "<upload>", target: int | None = None, max_pixels: int = MAX_PIXELS
+    data: bytes,
+    name: str = "<upload>",
+    target: int | None = None,
+    max_pixels: int = MAX_PIXELS,
+    sha256: str | None = None,
 ) -> LoadedImage:
     """Decode image bytes to an RGB :class:`LoadedImage`.
 
     ``target`` is the smallest side length the caller needs: JPEGs are then decoded at a reduced DCT
     scale (draft mode) and every image is downscaled so its longer side is at most ``2 * target``,
-    which keeps memory flat and makes later resizing cheap. ``name`` only labels errors.
+    which keeps memory flat and makes later resizing cheap. ``name`` only labels errors; ``sha256`` is the
+    bytes' digest when the caller has it already.
     """
     if not data:
         raise ImageError(name, "empty", "the file is empty (0 bytes)")
-    sha = hashlib.sha256(data).hexdigest()
+    sha = sha256 or hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
             # Pillow warns before it errors on bombs; we enforce our own limit below instead.

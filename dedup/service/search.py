@@ -148,10 +148,11 @@ def _decode_cached(
     """``embed`` of the bytes decoded for ``target`` px inputs, through ``cache`` under ``key`` and the bytes'
     sha256 when given."""
     if cache is not None and data:
-        cached = cache.get(key, digest or hashlib.sha256(data).hexdigest())
+        digest = digest or hashlib.sha256(data).hexdigest()
+        cached = cache.get(key, digest)
         if cached is not None:
             return cached
-    loaded = decode_bytes(data, name, target=target, max_pixels=max_pixels)
+    loaded = decode_bytes(data, name, target=target, max_pixels=max_pixels, sha256=digest)
     out = embed(loaded.image)
     if cache is not None:
         cache.put(key, loaded.sha256, out)

@@ -91,6 +91,7 @@ def distil_tower(
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
     from dedup.training.trainer import (
+        _embed_pool,
         _trainable_tower,
         _versions,
         embed_in_batches,
@@ -114,8 +115,7 @@ def distil_tower(
     pool = data_mod.build_pool(ids, views, size, seed, workers=workers, trim=trim, phone_share=share)
     pool_seconds = time.time() - t0
     n, v = pool.views.shape[:2]
-    flat = pool.views.reshape(n * v, size, size, 3)
-    targets = embed_in_batches(teacher, flat).reshape(n, v, dim)
+    targets = _embed_pool(teacher, pool.views)  # (n, v, dim)
     log.info("distillation pool: %d products × %d views, teacher vectors in %.0f s", n, v, time.time() - t0)
     train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
     val_x = pool.views[val_idx].reshape(-1, size, size, 3)
@@ -129,7 +129,7 @@ def distil_tower(
     else:
         student = build_tower(size, dim, stages=stages)
         copied = _copy_matching_weights(teacher, student)
-    log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
+        log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
     rng = np.random.default_rng(seed)
 
     def batches_forever() -> Any:
