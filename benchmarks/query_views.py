@@ -1,4 +1,4 @@
-"""Query views: which centred crops of a phone photo to embed (``DEDUP_QUERY_CROPS``), chosen on the dev split.
+"""Query views: which centred crops of a phone photo, mirrored or not, to embed (``DEDUP_QUERY_VIEWS``), chosen on dev.
 
     python benchmarks/query_views.py                 # the shipped model; builds the extra dev photos once
     python benchmarks/query_views.py --model DIR --per-product 8
@@ -6,8 +6,8 @@
 The dev split of the accuracy set has only 100 phone photos (2 per product), too few to tell crop sets
 apart, so this script makes ``--per-product`` more phone photos of every dev product (the benchmark's own
 ``augment.phone_photo`` on the held-out backgrounds, other seeds) under ``bench-data/query-views-dev``.
-Each photo is embedded once per crop fraction through the model's query tower; every crop set is then
-scored as a query would be (a catalog image's distance is its best view's) by top-1 against the whole dev
+Each photo is embedded once per view (crop fraction, mirrored or not) through the model's query tower; every view set is
+then scored as a query would be (a catalog image's distance is its best view's) by top-1 against the whole dev
 catalog (originals, copies, colour variants). The test split is never read. Prints a table and writes JSON
 (``--json``, default ``bench-data/query_views.json``).
 """
@@ -27,18 +27,24 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "scripts")]  # r
 
 import make_accuracy_set  # noqa: E402
 
-FRACTIONS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
-CROP_SETS = (
-    (1.0,),
-    (0.9,),
-    (0.85,),
-    (0.8,),
-    (1.0, 0.9),
-    (1.0, 0.85),
-    (1.0, 0.8),
-    (1.0, 0.75),
-    (1.0, 0.7),
-    (1.0, 0.85, 0.7),
+VIEWS = ("1", "0.9", "0.85", "0.8", "0.75", "0.7", "1m", "0.9m", "0.85m", "0.8m")
+VIEW_SETS = (
+    "1",
+    "0.85",
+    "0.85m",
+    "1,0.9",
+    "1,0.85",
+    "1,0.8",
+    "1,0.75",
+    "1,0.7",
+    "1,1m",
+    "0.9,0.9m",
+    "0.85,0.85m",
+    "0.8,0.8m",
+    "1,0.85m",
+    "1,0.85,0.7",
+    "1,0.85,0.85m",
+    "1,1m,0.85,0.85m",
 )
 
 
@@ -73,9 +79,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "query_views.json")
     args = parser.parse_args()
 
-    from dedup.config import default_model_dir
+    from dedup.config import default_model_dir, parse_query_views
     from dedup.embedding.encoder import load_encoder, load_query_encoder
-    from dedup.imaging import centre_crops, load_image
+    from dedup.imaging import load_image, view_images
 
     if not (args.data / "dev" / "truth.csv").is_file():
         sys.exit(f"no accuracy set under {args.data}: run python benchmarks/make_accuracy_set.py first")
@@ -102,7 +108,9 @@ def main() -> None:
                 np.stack(
                     [
                         query_encoder.model_input(c)
-                        for c in centre_crops(load_image(p, target=query_encoder.input_size).image, FRACTIONS)
+                        for c in view_images(
+                            load_image(p, target=query_encoder.input_size).image, parse_query_views(",".join(VIEWS))
+                        )
                     ]
                 )
             )
@@ -111,13 +119,13 @@ def main() -> None:
     )
     similarity = np.einsum("qvd,cd->qvc", views, catalog)  # (queries, views, catalog)
     rows = []
-    for crops in CROP_SETS:
-        best = similarity[:, [FRACTIONS.index(f) for f in crops]].max(axis=1)
-        rows.append({"crops": list(crops), "top1": float(np.mean(groups[np.argmax(best, axis=1)] == wanted))})
+    for view_set in VIEW_SETS:
+        best = similarity[:, [VIEWS.index(v) for v in view_set.split(",")]].max(axis=1)
+        rows.append({"views": view_set, "top1": float(np.mean(groups[np.argmax(best, axis=1)] == wanted))})
     print(f"dev split: {len(queries)} phone photos of {len(set(wanted))} products, {len(truth)} catalog images")
     print(f"model {catalog_encoder.model_id}, query tower {query_encoder.input_size} px")
     for row in rows:
-        print(f"  {','.join(f'{c:g}' for c in row['crops']):16s} top-1 {row['top1']:.3f}")
+        print(f"  {row['views']:16s} top-1 {row['top1']:.3f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     result = {"model": catalog_encoder.model_id, "queries": len(queries), "rows": rows}
     args.json.write_text(json.dumps(result, indent=2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Environment variables read at the edges (CLI, server).
 ENV_STORE = "DEDUP_STORE"
@@ -34,13 +35,27 @@ IVF_MIN_VECTORS = 100_000
 INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
-#: A query photo is embedded whole (1.0) and as centred crops of the other side fractions given here; a catalog
-#: image scores its best view. A crop frames the product in a customer's photo closer (it covers a third to two
-#: thirds of the frame); each view costs a model pass. On 500 dev-split phone photos (benchmarks/query_views.py) the
-#: whole photo plus one 80–90 % crop lifted top-1 from 0.818 to 0.856–0.860 and a third view added nothing, so the
-#: default is the whole photo and the middle of that plateau. Env DEDUP_QUERY_CROPS, e.g. "1" for one view.
-QUERY_CROPS: tuple[float, ...] = (1.0, 0.85)
-ENV_QUERY_CROPS = "DEDUP_QUERY_CROPS"
+
+
+class QueryView(NamedTuple):
+    """One view of a query photo: the centred crop keeping ``fraction`` of each side (1.0 is the whole photo),
+    mirrored left-right or not. Written ``0.85`` or ``0.85m``."""
+
+    fraction: float
+    mirror: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.fraction:g}{'m' if self.mirror else ''}"
+
+
+#: The views of a query photo that go through the model; a catalog image scores its best view. A crop frames the
+#: product in a customer's photo closer (it covers a third to two thirds of the frame); the crop's mirror image is a
+#: second look at it (test-time flip). Each view costs a model pass. On 500 dev-split phone photos
+#: (benchmarks/query_views.py) top-1 was 0.818 for the whole photo, 0.856 for it and an 85 % crop, and 0.868 for the
+#: 85 % crop and its mirror image, at the same cost; a third view added nothing.
+#: Env DEDUP_QUERY_VIEWS, e.g. "1" for the whole photo only, "1,0.85" for the whole photo and a crop.
+QUERY_VIEWS: tuple[QueryView, ...] = (QueryView(0.85), QueryView(0.85, mirror=True))
+ENV_QUERY_VIEWS = "DEDUP_QUERY_VIEWS"
 
 
 #: Whether query photos go through the model's query tower (dedup.training.query_tower) when it has one ("on") or
@@ -60,20 +75,31 @@ def query_tower_from_env() -> str:
     return mode
 
 
-def query_crops_from_env() -> tuple[float, ...]:
-    """:data:`QUERY_CROPS`, or the comma-separated fractions in ``DEDUP_QUERY_CROPS`` (ConfigError if malformed)."""
-    text = os.environ.get(ENV_QUERY_CROPS, "").strip()
-    if not text:
-        return QUERY_CROPS
-    try:
-        crops = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        crops = ()
-    if not crops or not all(0.0 < c <= 1.0 for c in crops):
-        from dedup.errors import ConfigError
+def parse_query_views(text: str) -> tuple[QueryView, ...]:
+    """Comma-separated views (``1``, ``0.85``, ``0.85m``) → QueryViews; ConfigError if one is malformed."""
+    views: list[QueryView] = []
+    for part in text.split(","):
+        item = part.strip().lower()
+        mirror = item.endswith("m")
+        try:
+            fraction = float(item[:-1] if mirror else item)
+        except ValueError:
+            fraction = -1.0
+        if not 0.0 < fraction <= 1.0:
+            from dedup.errors import ConfigError
 
-        raise ConfigError(f"{ENV_QUERY_CROPS} must be comma-separated side fractions in (0, 1], got {text!r}")
-    return crops
+            raise ConfigError(
+                f"{ENV_QUERY_VIEWS} must be comma-separated side fractions in (0, 1], each optionally followed by "
+                f"'m' (mirrored), e.g. '0.85,0.85m'; got {text!r}"
+            )
+        views.append(QueryView(fraction, mirror))
+    return tuple(views)
+
+
+def query_views_from_env() -> tuple[QueryView, ...]:
+    """:data:`QUERY_VIEWS`, or the views in ``DEDUP_QUERY_VIEWS`` (ConfigError if malformed)."""
+    text = os.environ.get(ENV_QUERY_VIEWS, "").strip()
+    return parse_query_views(text) if text else QUERY_VIEWS
 
 
 def default_model_dir() -> Path:
@@ -89,8 +115,8 @@ class StoreConfig:
     db_url: str
     #: None picks by catalog size (flat, then IVF from IVF_MIN_VECTORS on); else a kind of dedup.index.INDEX_KINDS.
     index_kind: str | None = None
-    #: Views of a query photo (see QUERY_CROPS).
-    query_crops: tuple[float, ...] = QUERY_CROPS
+    #: Views of a query photo (see QUERY_VIEWS).
+    query_views: tuple[QueryView, ...] = QUERY_VIEWS
     #: Which tower embeds query photos (see QUERY_TOWER).
     query_tower: str = QUERY_TOWER
 
@@ -109,7 +135,7 @@ class StoreConfig:
             root=root,
             db_url=url,
             index_kind=None if kind == "auto" else kind,
-            query_crops=query_crops_from_env(),
+            query_views=query_views_from_env(),
             query_tower=query_tower_from_env(),
         )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dedup.config import MAX_FILE_BYTES, MAX_PIXELS
+from dedup.config import MAX_FILE_BYTES, MAX_PIXELS, QueryView
 from dedup.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -256,16 +256,18 @@ class ModelInput:
         return to_model_input(img, self.size, trim=self.trim)
 
 
-def centre_crops(img: Image.Image, fractions: Sequence[float]) -> list[Image.Image]:
-    """Centred crops keeping ``fractions`` of each side (1.0 is the image itself), in order."""
+def view_images(img: Image.Image, views: Sequence[QueryView]) -> list[Image.Image]:
+    """The ``views`` of ``img`` in order: centred crops keeping each view's fraction of each side, mirrored
+    when the view says so (a whole, unmirrored view is ``img`` itself)."""
     w, h = img.size
     out = []
-    for f in fractions:
-        if not 0.0 < f <= 1.0:
-            raise ValueError(f"crop fractions must be in (0, 1], got {f}")
-        cw, ch = max(1, round(w * f)), max(1, round(h * f))
+    for view in views:
+        if not 0.0 < view.fraction <= 1.0:
+            raise ValueError(f"view fractions must be in (0, 1], got {view.fraction}")
+        cw, ch = max(1, round(w * view.fraction)), max(1, round(h * view.fraction))
         x0, y0 = (w - cw) // 2, (h - ch) // 2
-        out.append(img if (cw, ch) == (w, h) else img.crop((x0, y0, x0 + cw, y0 + ch)))
+        crop = img if (cw, ch) == (w, h) else img.crop((x0, y0, x0 + cw, y0 + ch))
+        out.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.mirror else crop)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Queries with several views of one photo: centred crops, best view per catalog image (real store and model)."""
+"""Queries with several views of one photo (crops, mirror images), best view per catalog image (real store, model)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup.config import ENV_QUERY_CROPS, QUERY_CROPS, query_crops_from_env
+from dedup.config import ENV_QUERY_VIEWS, QUERY_VIEWS, QueryView, query_views_from_env
 from dedup.errors import ConfigError
-from dedup.imaging import centre_crops, load_image
+from dedup.imaging import load_image, view_images
 from dedup.service import Store, embed_query_bytes, open_store, query_paths, search_vector
 from dedup.service.cache import EmbeddingCache
 from dedup.service.search import query_views
@@ -20,30 +20,34 @@ from dedup.types import IngestSummary
 from .conftest import SAMPLE_QUERIES
 
 
-def test_centre_crops_keep_the_centre() -> None:
+def test_views_keep_the_centre_and_mirror_it() -> None:
     img = Image.new("RGB", (200, 100), "white")
-    whole, half = centre_crops(img, (1.0, 0.5))
-    assert whole is img and half.size == (100, 50)
+    img.paste((255, 0, 0), (50, 25, 100, 75))  # red on the left half of the centre
+    whole, half, mirrored = view_images(img, (QueryView(1.0), QueryView(0.5), QueryView(0.5, mirror=True)))
+    assert whole is img and half.size == mirrored.size == (100, 50)
+    assert half.getpixel((10, 25)) == (255, 0, 0) and half.getpixel((90, 25)) == (255, 255, 255)
+    assert mirrored.getpixel((90, 25)) == (255, 0, 0) and mirrored.getpixel((10, 25)) == (255, 255, 255)
     with pytest.raises(ValueError):
-        centre_crops(img, (0.0,))
+        view_images(img, (QueryView(0.0),))
 
 
 @pytest.fixture
 def three_view_store(ingested: tuple[Store, IngestSummary], monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """The ingested samples opened again with queries looking at three views."""
-    monkeypatch.setenv(ENV_QUERY_CROPS, "1,0.8,0.6")
+    monkeypatch.setenv(ENV_QUERY_VIEWS, "1,0.8,0.6m")
     with open_store(ingested[0].config.root) as store:
         yield store
 
 
-def test_query_crops_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert query_crops_from_env() == QUERY_CROPS
-    monkeypatch.setenv(ENV_QUERY_CROPS, "1, 0.7")
-    assert query_crops_from_env() == (1.0, 0.7)
-    for bad in ("0", "1,x", "1.5"):
-        monkeypatch.setenv(ENV_QUERY_CROPS, bad)
+def test_query_views_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert query_views_from_env() == QUERY_VIEWS
+    monkeypatch.setenv(ENV_QUERY_VIEWS, "1, 0.7M")
+    assert query_views_from_env() == (QueryView(1.0), QueryView(0.7, mirror=True))
+    assert ",".join(map(str, query_views_from_env())) == "1,0.7m"
+    for bad in ("0", "1,x", "1.5", "m", "0.8mm", "1,"):
+        monkeypatch.setenv(ENV_QUERY_VIEWS, bad)
         with pytest.raises(ConfigError):
-            query_crops_from_env()
+            query_views_from_env()
 
 
 def test_query_distance_is_the_best_view(three_view_store: Store) -> None:

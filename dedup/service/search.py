@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS
+from dedup.config import IMAGE_EXTENSIONS, MAX_PIXELS, QueryView
 from dedup.errors import ImageError
-from dedup.imaging import centre_crops, decode_bytes, iter_image_files, load_image, thumbnail_jpeg
+from dedup.imaging import decode_bytes, iter_image_files, load_image, thumbnail_jpeg, view_images
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
 from dedup.types import CompareResult, Hit, ImageInfo, QueryResult
@@ -160,21 +160,21 @@ def _decode_cached(
 
 
 def query_views(store: Store, image: Image.Image, sha256: str | None = None) -> np.ndarray:
-    """Embeddings ``(m, dim)`` of a query image: the centred crops of the store's ``query_crops`` (1.0 = whole).
+    """Embeddings ``(m, dim)`` of a query image: its views in the store's ``query_views`` (crops, mirror images).
 
     The views go through the store's query encoder (the model's query tower, trained to map phone
-    photos and copies of a product onto its catalog vector). The crops are cut from the decoded image,
+    photos and copies of a product onto its catalog vector). The views are cut from the decoded image,
     so a query costs one decode and ``m`` model inputs in one batch. When the query's bytes (``sha256``)
     are a catalog file's, that file's stored vector is a view too: an exact copy comes back at distance 0.
     """
     encoder = store.query_encoder
-    views = encoder.embed(np.stack([encoder.model_input(v) for v in centre_crops(image, store.config.query_crops)]))
+    views = encoder.embed(np.stack([encoder.model_input(v) for v in view_images(image, store.config.query_views)]))
     return views if sha256 is None else _with_stored_view(store, sha256, views)
 
 
 def _with_stored_view(store: Store, sha256: str, views: np.ndarray) -> np.ndarray:
     """``views`` and, when the catalog holds these bytes (``sha256``) now, their stored vector first."""
-    if store.query_encoder is store.encoder:
+    if store.query_encoder is store.encoder and QueryView(1.0) in store.config.query_views:
         return views  # the catalog tower's whole view already is that vector
     stored = store.catalog.stored_vectors([sha256], store.encoder.model_id).get(sha256)
     return views if stored is None else np.concatenate([stored[None].astype(np.float32), views])
@@ -189,7 +189,7 @@ def embed_query_bytes(
     max_pixels: int = MAX_PIXELS,
 ) -> np.ndarray:
     """The query views ``(m, dim)`` of image bytes held in memory (see :func:`query_views`); raises ImageError."""
-    key = f"{store.encoder.model_id}#query{store.config.query_crops}:{store.config.query_tower}"
+    key = f"{store.encoder.model_id}#query{','.join(map(str, store.config.query_views))}:{store.config.query_tower}"
     target = store.query_encoder.input_size
     digest = hashlib.sha256(data).hexdigest()
     views = _decode_cached(data, name, target, key, lambda img: query_views(store, img), cache, max_pixels, digest)
