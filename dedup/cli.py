@@ -7,6 +7,7 @@ Heavy modules (TensorFlow, FAISS, SQLAlchemy) are imported inside the commands t
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -722,7 +723,13 @@ def calibrate(ctx: click.Context, pairs_csv: str, out_dir: str, target_precision
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="dedup")
+    try:
+        cli(prog_name="dedup")
+    finally:
+        # The interpreter's last garbage collection walks every object the libraries made (measured ~0.3 s with
+        # SQLAlchemy loaded, on every command). The process is ending: objects are still freed by reference
+        # counting and open files flushed, only a collection of cyclic garbage is skipped.
+        gc.freeze()
 
 
 if __name__ == "__main__":

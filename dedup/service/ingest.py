@@ -156,8 +156,10 @@ def _plan(
     return todo
 
 
-#: Batches decoding ahead of the one being embedded (two measured no faster: the cores are busy either way).
-DECODE_AHEAD = 1
+#: Batches decoding ahead of the one being embedded. In the steady state one is enough (the cores are busy either
+#: way); three keep both cores decoding while a new catalog, the model and the index load (~1 s), which measured
+#: 0.3–0.4 s faster on 5,000 files for ~14 MB more model input in memory.
+DECODE_AHEAD = 3
 
 
 @dataclass(frozen=True)
