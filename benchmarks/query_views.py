@@ -101,6 +101,7 @@ def main() -> None:
     )
     queries = [(dev / r["path"], r["group"]) for r in csv.DictReader((dev / "queries.csv").open())]
     queries += extra_photos(dev, args.out, args.per_product, args.seed)
+    all_views = parse_query_views(",".join(VIEWS))
     wanted = np.array([g for _, g in queries])
     views = np.stack(
         [
@@ -108,9 +109,7 @@ def main() -> None:
                 np.stack(
                     [
                         query_encoder.model_input(c)
-                        for c in view_images(
-                            load_image(p, target=query_encoder.input_size).image, parse_query_views(",".join(VIEWS))
-                        )
+                        for c in view_images(load_image(p, target=query_encoder.input_size).image, all_views)
                     ]
                 )
             )

@@ -239,8 +239,9 @@ def test_calibrate_on_a_single_design_ends() -> None:
 
 
 def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dedup.config import ENV_QUERY_TOWER
+    from dedup.config import ENV_QUERY_TOWER, QUERY_VIEWS
     from dedup.embedding.encoder import load_query_encoder
+    from dedup.imaging import view_images
     from dedup.service import ingest_folder, open_store, query_paths
     from dedup.service.search import query_views
     from dedup.training.query_tower import train_query_tower
@@ -281,7 +282,8 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     with open_store(tmp_path / "store", model=out) as store:
         ingest_folder(store, data)
         assert store.query_encoder.weights == query.weights
-        np.testing.assert_allclose(query_views(store, images[0])[:1], q[:1], atol=1e-5)  # whole view first
+        first_view = view_images(images[0], QUERY_VIEWS[:1])
+        np.testing.assert_allclose(query_views(store, images[0])[:1], query.embed_images(first_view), atol=1e-5)
         # A query that is a catalog file's bytes also scores that file's stored vector: found at distance 0.
         hit = next(iter(query_paths(store, [data / "p3.png"], 1)))
         assert not isinstance(hit, Exception) and hit.hits[0].distance < 1e-4
@@ -289,7 +291,10 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     monkeypatch.setenv(ENV_QUERY_TOWER, "off")
     with open_store(tmp_path / "store", model=out) as store:
         assert store.query_encoder is store.encoder
-        np.testing.assert_allclose(query_views(store, images[0])[:1], catalog_vectors[:1], atol=1e-5)
+        np.testing.assert_allclose(query_views(store, images[0])[:1], before.embed_images(first_view), atol=1e-5)
+        # No view is the whole photo by default, so the stored vector of a catalog file's bytes still answers.
+        hit = next(iter(query_paths(store, [data / "p3.png"], 1)))
+        assert not isinstance(hit, Exception) and hit.hits[0].distance < 1e-4
 
 
 def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teachers_space(tmp_path: Path) -> None:
