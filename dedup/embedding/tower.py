@@ -111,3 +111,23 @@ def _separable_block(x: Any, filters: int, stride: int, name: str) -> Any:
     if stride == 1 and shortcut.shape[-1] == filters:
         y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(6.0, name=f"{name}_relu")(y)
+
+
+def stages_of(tower: keras.Model) -> tuple[tuple[int, int, int], ...]:
+    """The ``(filters, stride, blocks)`` stages of a tower made by :func:`build_tower` (read from its layer names)."""
+    stages: dict[int, list[int]] = {}
+    for layer in layers_of(tower):
+        name = layer.name  # s{stage}b{block}_conv
+        if name.startswith("s") and name.endswith("_conv") and "b" in name:
+            stage, block = (int(v) for v in name[1:-5].split("b"))
+            entry = stages.setdefault(stage, [layer.filters, layer.strides[0], 0])
+            entry[2] = max(entry[2], block + 1)
+    return tuple((f, st, n) for _, (f, st, n) in sorted(stages.items()))
+
+
+def layers_of(model: keras.Model) -> list[Any]:
+    """All layers of a model, nested models (the backbone) opened up."""
+    out = []
+    for layer in model.layers:
+        out.extend(layers_of(layer) if isinstance(layer, keras.Model) else [layer])
+    return out

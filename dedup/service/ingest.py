@@ -59,9 +59,9 @@ def ingest_folder(
     started = time.monotonic()
     summary = IngestSummary()
     workers = max(1, os.cpu_count() or 1)
-    # Three stages run at once: worker threads decode batch i+1, this thread embeds batch i, and a writer
-    # thread stores batch i-1 (catalog transaction + index update). Decoding and the model release the
-    # GIL; the writer is mostly Python, so it is the one overlapped.
+    # Three stages run at once: worker threads decode the next DECODE_AHEAD batches, this thread embeds batch i,
+    # and a writer thread stores batch i-1 (catalog transaction + index update). Decoding and the model release
+    # the GIL; the writer is mostly Python, so it is the one overlapped.
     with store.write_lock(), ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
         files = iter_image_files(root, IMAGE_EXTENSIONS)
         summary.seen = len(files)
@@ -69,7 +69,7 @@ def ingest_folder(
         known: dict[str, KnownFile] = {}
         decoding: _DecodeQueue | None = None
         if store.catalog_is_new():
-            # A new catalog has nothing to skip: decode the first batch while the catalog, model and index load.
+            # A new catalog has nothing to skip: decode the first batches while the catalog, model and index load.
             todo = _plan(files, {}, "", summary, None)
             decoding = _DecodeQueue(pool, todo, batch_size, store.preprocess)
         catalog = store.catalog
@@ -156,8 +156,8 @@ def _plan(
     return todo
 
 
-#: Batches decoding ahead of the one being embedded. In the steady state one is enough (the cores are busy either
-#: way); three keep both cores decoding while a new catalog, the model and the index load (~1 s), which measured
+#: Batches decoding ahead of the one being embedded. Once running, one would do (the cores are busy either way);
+#: three keep both cores decoding while a new catalog, the model and the index load (~1 s), which measured
 #: 0.3–0.4 s faster on 5,000 files for ~14 MB more model input in memory.
 DECODE_AHEAD = 3
 

@@ -87,7 +87,7 @@ def distil_tower(
 
     from dedup.embedding.card import read_card, trims_background, write_card
     from dedup.embedding.export import export_tflite
-    from dedup.embedding.tower import build_tower
+    from dedup.embedding.tower import build_tower, stages_of
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, EpochMetric
     from dedup.training.trainer import (
@@ -124,7 +124,7 @@ def distil_tower(
     if init is not None:
         student = _trainable_tower(keras.models.load_model(init, compile=False))
         copied = len(student.weights)
-        stages = _stages_of(student)
+        stages = stages_of(student)
         log.info("student starts from %s", init)
     else:
         student = build_tower(size, dim, stages=stages)
@@ -237,9 +237,11 @@ def distil_tower(
 
 def _copy_matching_weights(teacher: Any, student: Any) -> int:
     """Set every student layer's weights from the teacher layer of the same name and shapes; returns tensors set."""
-    by_name = {layer.name: layer for layer in _layers(teacher)}
+    from dedup.embedding.tower import layers_of
+
+    by_name = {layer.name: layer for layer in layers_of(teacher)}
     copied = 0
-    for layer in _layers(student):
+    for layer in layers_of(student):
         src = by_name.get(layer.name)
         if src is None or not layer.weights:
             continue
@@ -248,25 +250,3 @@ def _copy_matching_weights(teacher: Any, student: Any) -> int:
             layer.set_weights(w)
             copied += len(w)
     return copied
-
-
-def _stages_of(tower: Any) -> tuple[tuple[int, int, int], ...]:
-    """The ``(filters, stride, blocks)`` stages of a tower made by :func:`dedup.embedding.tower.build_tower`."""
-    stages: dict[int, list[int]] = {}
-    for layer in _layers(tower):
-        name = layer.name  # s{stage}b{block}_conv
-        if name.startswith("s") and name.endswith("_conv") and "b" in name:
-            stage, block = (int(v) for v in name[1:-5].split("b"))
-            entry = stages.setdefault(stage, [layer.filters, layer.strides[0], 0])
-            entry[2] = max(entry[2], block + 1)
-    return tuple((f, st, n) for _, (f, st, n) in sorted(stages.items()))
-
-
-def _layers(model: Any) -> list[Any]:
-    """All layers of a model, nested models (the backbone) opened up."""
-    import keras
-
-    out = []
-    for layer in model.layers:
-        out.extend(_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return out

@@ -122,9 +122,7 @@ def train_query_tower(
     start = keras.models.load_model(init or model_dir / card["files"]["keras"], compile=False)
     tower = _trainable_tower(start)
     if tower.input_shape[1] != size:
-        stages = card.get("architecture", {}).get("stages")
-        named = tuple((a, b, c) for a, b, c in stages) if stages else None
-        tower = _resized_tower(tower, size, int(card["dim"]), named)
+        tower = _resized_tower(tower, size, int(card["dim"]))
     model = BankModel(tower, bank[train_idx], temperature=temperature)
     model(np.zeros((1, size, size, 3), np.uint8))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=True)
@@ -199,13 +197,11 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR)) for im in images])
 
 
-def _resized_tower(tower: Any, size: int, dim: int, stages: tuple[tuple[int, int, int], ...] | None = None) -> Any:
-    """The same tower for ``size`` px inputs, with ``tower``'s weights (the layers are size-independent).
+def _resized_tower(tower: Any, size: int, dim: int) -> Any:
+    """The same tower for ``size`` px inputs, with ``tower``'s weights (the layers are size-independent)."""
+    from dedup.embedding.tower import build_tower, stages_of
 
-    ``stages`` are the tower's (a distilled student's card names them); None: the default stages."""
-    from dedup.embedding.tower import DEFAULT_STAGES, build_tower
-
-    out = build_tower(size, dim, stages=stages or DEFAULT_STAGES)
+    out = build_tower(size, dim, stages=stages_of(tower))
     out.set_weights(tower.get_weights())
     return out
 
