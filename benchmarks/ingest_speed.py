@@ -6,8 +6,10 @@ Each contender runs in its own process (so peak RSS is its own) over the same fi
     python benchmarks/ingest_speed.py bench-data/jpegs
     python benchmarks/ingest_speed.py catalog_samples/catalog
 
-Prints images/s, wall seconds and peak RSS for each, the ratios against pHash and decode-only,
-and writes the figures as JSON (``--json PATH``, default ``bench-data/ingest_speed.json``).
+Prints images/s, wall and CPU seconds and peak RSS for each, the ratios against pHash and
+decode-only, and writes the figures as JSON (``--json PATH``, default ``bench-data/ingest_speed.json``).
+The contenders run ``--rounds`` times in turn (default 3); the figures are medians, each ratio the
+median of the rounds' own ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +67,7 @@ print(n)
 
 
 def _run(cmd: list[str]) -> dict[str, float]:
-    """Run a command, return its wall seconds and its own peak RSS in MB (from wait4)."""
+    """Run a command; its wall seconds, CPU seconds (user + system) and own peak RSS in MB (from wait4)."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)}
@@ -76,7 +79,28 @@ def _run(cmd: list[str]) -> dict[str, float]:
     if code not in (0, 3):
         err = proc.stderr.read().decode() if proc.stderr else ""
         sys.exit(f"{' '.join(cmd)} failed ({code}):\n{err[-2000:]}")
-    return {"seconds": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0}
+    return {"seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024.0}
+
+
+def _round(folder: Path, size: int) -> dict[str, dict[str, float]]:
+    """One run of each contender over ``folder``, back to back."""
+    results = {"phash": _run([sys.executable, "-c", PHASH, str(folder)])}
+    results["decode_only"] = _run([sys.executable, "-c", DECODE_ONLY, str(folder), str(size)])
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "store"
+        ingest = [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(folder)]
+        results["dedup_ingest"] = _run(ingest)
+        results["dedup_ingest_again"] = _run(ingest)
+        shutil.rmtree(store, ignore_errors=True)
+    return results
+
+
+def _ratios(r: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {
+        "ingest_time_over_phash": r["dedup_ingest"]["seconds"] / r["phash"]["seconds"],
+        "ingest_speed_over_decode_only": r["decode_only"]["seconds"] / r["dedup_ingest"]["seconds"],
+        "ingest_cpu_over_decode_only_cpu": r["dedup_ingest"]["cpu_seconds"] / r["decode_only"]["cpu_seconds"],
+    }
 
 
 def main() -> None:
@@ -84,6 +108,9 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "ingest_speed.json")
     parser.add_argument("--size", type=int, default=None, help="model input size (default: the model's)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of all contenders; figures are the medians (default 3)"
+    )
     args = parser.parse_args()
 
     from dedup.config import IMAGE_EXTENSIONS
@@ -92,35 +119,45 @@ def main() -> None:
 
     n = len(iter_image_files(args.folder, IMAGE_EXTENSIONS))
     size = args.size or load_encoder().input_size
+    # Contenders alternate round by round, and ratios are taken within a round, so a slow spell of a
+    # shared machine weighs on both sides of a ratio rather than on one contender.
+    rounds = []
+    for i in range(max(1, args.rounds)):
+        rounds.append(_round(args.folder, size))
+        print(f"  round {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in _ratios(rounds[-1]).items()), flush=True)
     results: dict[str, dict[str, float]] = {}
-    results["phash"] = _run([sys.executable, "-c", PHASH, str(args.folder)])
-    results["decode_only"] = _run([sys.executable, "-c", DECODE_ONLY, str(args.folder), str(size)])
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "store"
-        results["dedup_ingest"] = _run(
-            [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(args.folder)]
-        )
-        results["dedup_ingest_again"] = _run(
-            [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(args.folder)]
-        )
-        shutil.rmtree(store, ignore_errors=True)
-    for r in results.values():
-        r["images_per_s"] = n / r["seconds"]
-    ratios = {
-        "ingest_time_over_phash": results["dedup_ingest"]["seconds"] / results["phash"]["seconds"],
-        "ingest_speed_over_decode_only": results["dedup_ingest"]["images_per_s"]
-        / results["decode_only"]["images_per_s"],
-    }
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds]
+        results[name] = {
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+            "images_per_s": n / statistics.median(r["seconds"] for r in runs),
+        }
+    per_round = [_ratios(r) for r in rounds]
+    ratios = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
     print(f"{n} images in {args.folder} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"  medians of {len(rounds)} round(s):")
     for name, r in results.items():
         print(
-            f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['seconds']:7.2f} s  peak RSS ≤ {r['peak_rss_mb']:.0f} MB"
+            f"  {name:20s} {r['images_per_s']:8.1f} img/s  {r['seconds']:7.2f} s  {r['cpu_seconds']:7.2f} s CPU"
+            f"  peak RSS ≤ {r['peak_rss_mb']:.0f} MB"
         )
     for name, v in ratios.items():
-        print(f"  {name:32s} {v:.2f}")
+        print(f"  {name:32s} {v:.2f}  (rounds: {', '.join(f'{r[name]:.2f}' for r in per_round)})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
-        json.dumps({"images": n, "folder": str(args.folder), "results": results, "ratios": ratios}, indent=2)
+        json.dumps(
+            {
+                "images": n,
+                "folder": str(args.folder),
+                "results": results,
+                "ratios": ratios,
+                "rounds": rounds,
+                "ratios_per_round": per_round,
+            },
+            indent=2,
+        )
     )
 
 

@@ -542,6 +542,14 @@ def train(
     help="Precision the student's threshold is calibrated at (validation pairs).",
 )
 @click.option(
+    "--pair-weight",
+    type=click.FloatRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="Weight of the teacher's view-to-view similarities in the loss (0: cosine regression alone); "
+    "above 0, batches gather the student's current look-alikes, which it learns to keep as far apart as the teacher.",
+)
+@click.option(
     "--init",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -559,6 +567,7 @@ def distill(
     learning_rate: float,
     views: int,
     target_precision: float,
+    pair_weight: float,
     init: str | None,
     seed: int,
 ) -> None:
@@ -587,6 +596,7 @@ def distill(
         learning_rate=learning_rate,
         views=views,
         target_precision=target_precision,
+        pair_weight=pair_weight,
         init=Path(init) if init else None,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),

@@ -256,6 +256,37 @@ class ModelInput:
         return to_model_input(img, self.size, trim=self.trim)
 
 
+@dataclass(frozen=True)
+class DecodedFile:
+    """What ingest keeps of a decoded file: the facts for its record and its model input, not its pixels."""
+
+    sha256: str
+    pixel_hash: str
+    width: int
+    height: int
+    format: str
+    model_input: np.ndarray  # (S, S, 3) uint8
+
+
+def decode_file(path: str | os.PathLike[str], preprocess: ModelInput) -> DecodedFile | ImageError:
+    """Read and decode one file for ingest, or the reason it cannot be used (returned, not raised).
+
+    Runs in ingest's worker threads; it holds no lock and returns nothing shared.
+    """
+    try:
+        loaded = load_image(path, target=preprocess.size)
+    except ImageError as exc:
+        return exc
+    return DecodedFile(
+        loaded.sha256, loaded.pixel_hash, loaded.width, loaded.height, loaded.format, preprocess(loaded.image)
+    )
+
+
+def decode_files(paths: Sequence[str | os.PathLike[str]], preprocess: ModelInput) -> list[DecodedFile | ImageError]:
+    """:func:`decode_file` of each path, in order (one task for a worker)."""
+    return [decode_file(p, preprocess) for p in paths]
+
+
 def view_images(img: Image.Image, views: Sequence[QueryView]) -> list[Image.Image]:
     """The ``views`` of ``img`` in order: centred crops keeping each view's fraction of each side, mirrored
     when the view says so (a whole, unmirrored view is ``img`` itself)."""

@@ -12,7 +12,16 @@ import pytest
 from PIL import Image
 
 from dedup.errors import ImageError
-from dedup.imaging import decode_bytes, iter_image_files, load_image, to_model_input, trim_background
+from dedup.imaging import (
+    DecodedFile,
+    ModelInput,
+    decode_bytes,
+    decode_files,
+    iter_image_files,
+    load_image,
+    to_model_input,
+    trim_background,
+)
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -115,6 +124,22 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as info:
         load_image(path)
     assert info.value.kind == "truncated"
+
+
+def test_decode_files_returns_each_files_facts_or_its_error_in_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(good, "JPEG")
+    (tmp_path / "text.png").write_bytes(b"not an image at all\n" * 10)
+    preprocess = ModelInput(48, trim=True)
+    first, broken, again = decode_files([good, tmp_path / "text.png", good], preprocess)
+    assert isinstance(first, DecodedFile) and isinstance(again, DecodedFile) and first.sha256 == again.sha256
+    loaded = load_image(good, target=48)
+    assert (first.sha256, first.pixel_hash, first.width, first.height, first.format) == (
+        loaded.sha256, loaded.pixel_hash, 400, 300, "JPEG",
+    )  # fmt: skip
+    np.testing.assert_array_equal(first.model_input, preprocess(loaded.image))
+    assert isinstance(broken, ImageError) and broken.kind == "not_image" and "text.png" in broken.path
 
 
 def test_walk_survives_symlink_loops(tmp_path: Path) -> None:

@@ -87,6 +87,10 @@ def test_pool_and_sampler_pair_views_of_one_identity(tmp_path: Path) -> None:
     x, y = BatchSampler(pool, np.arange(len(pool)), 4, seed=0).sample()
     assert x.shape == (8, 32, 32, 3) and x.dtype == np.uint8
     assert (y[0::2] == y[1::2]).all() and len(set(y.tolist())) == 4
+    # The same draw as (identity, view) indices: two different views of each identity, the pixels above.
+    picks, cols = BatchSampler(pool, np.arange(len(pool)), 4, seed=0).sample_views()
+    assert (picks == y).all() and (cols[0::2] != cols[1::2]).all()
+    np.testing.assert_array_equal(pool.views[picks, cols], x)
     phone = ALL_KINDS.index("phone")
     all_phone = build_pool(ids[:2], views=4, size=32, seed=0, workers=1, phone_share=1.0)
     assert (all_phone.kinds[:, 1:] == phone).all() and (all_phone.kinds[:, 0] == 0).all()
@@ -176,6 +180,32 @@ def test_sampler_puts_neighbours_together() -> None:
     assert len(ids) == 8 and len(set(ids)) == 8
     first = ids[0]
     assert ids[:4] == [first, (first + 1) % n, (first + 2) % n, (first + 3) % n]
+
+
+def test_relational_distillation_loss_sees_what_cosine_regression_misses() -> None:
+    from dedup.training.distill import HARD_SIMILARITY, relational_cosine_loss, relational_error
+
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(12, 16)).astype(np.float32)
+    teacher[1] = teacher[0] + 0.9 * rng.normal(size=16)  # a look-alike of product 0, kept apart by the teacher
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    assert 0.95 > float(teacher[0] @ teacher[1]) > HARD_SIMILARITY  # a pair the loss weighs up
+    loss = relational_cosine_loss(10.0)
+    np.testing.assert_allclose(np.asarray(loss(teacher, teacher)), 0.0, atol=1e-5)
+    # A rotated copy keeps every similarity: only the cosine term is left.
+    q, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+    rotated = (teacher @ q.astype(np.float32)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loss(teacher, rotated)), 1.0 - np.sum(teacher * rotated, axis=1), atol=1e-5)
+    assert relational_error(rotated, teacher) < 1e-10
+    # A student that pulls the look-alikes together pays for it in the relational term, which the
+    # Keras loss and the numpy validation figure compute alike.
+    merged = teacher.copy()
+    merged[0] = merged[0] + 0.5 * (teacher[1] - teacher[0])
+    merged /= np.linalg.norm(merged, axis=1, keepdims=True)
+    assert float(merged[0] @ merged[1]) > float(teacher[0] @ teacher[1]) + 0.05
+    assert relational_error(merged, teacher) > 1e-3
+    relational = np.asarray(loss(teacher, merged)) - (1.0 - np.sum(teacher * merged, axis=1))
+    np.testing.assert_allclose(relational.mean() / 10.0, relational_error(merged, teacher), rtol=1e-4)
 
 
 def test_margin_schedule_grows_the_margin() -> None:
@@ -354,6 +384,16 @@ def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teach
     assert again["distillation"]["validation_cosine"]["before"] == pytest.approx(
         dist["validation_cosine"]["mean"], abs=2e-3
     )
+
+    # With the relational term, batches of look-alikes and model choice by the same loss on validation views.
+    paired = distil_tower(
+        teacher, tmp_path / "student3", data, minutes=None, steps=4, steps_per_epoch=2, batch_size=16, views=4,
+        val_fraction=0.3, workers=1, seed=0, pair_weight=5.0,
+    )  # fmt: skip
+    p = paired["distillation"]
+    assert p["pair_weight"] == 5.0 and p["selected_by"] == "val_loss_pairs" and "similarities" in p["loss"]
+    assert len(p["training"]["history"]["val_loss_pairs"]) == 2
+    assert load_encoder(tmp_path / "student3").embed_images([_product(0)]).shape == (1, 16)
 
     bad = CliRunner().invoke(cli, ["distill", str(teacher), "--out", str(tmp_path / "x"), "--stages", "48,96"])
     assert bad.exit_code == 2 and "WIDTHxBLOCKS" in bad.output

@@ -16,7 +16,7 @@ import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import ImageError, InputError
-from dedup.imaging import ModelInput, iter_image_files, load_image
+from dedup.imaging import DecodedFile, ModelInput, decode_files, iter_image_files
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
@@ -162,27 +162,9 @@ def _plan(
 DECODE_AHEAD = 3
 
 
-@dataclass(frozen=True)
-class _Decoded:
-    """What ingest keeps of a decoded file: facts for its record and the model input (not the pixels)."""
-
-    sha256: str
-    pixel_hash: str
-    width: int
-    height: int
-    format: str
-    model_input: np.ndarray  # (S, S, 3) uint8
-
-
-def _decode(item: _Todo, preprocess: ModelInput) -> _Decoded | ImageError:
-    """Everything per file that can run in a worker thread: decode, pixel hash, model input."""
-    try:
-        loaded = load_image(item.path, target=preprocess.size)
-    except ImageError as exc:
-        return exc
-    return _Decoded(
-        loaded.sha256, loaded.pixel_hash, loaded.width, loaded.height, loaded.format, preprocess(loaded.image)
-    )
+#: Files per decoding task: enough to make handing a task to a worker cheap next to its work, few enough to
+#: keep both workers busy to the end of a batch.
+CHUNK = 32
 
 
 class _DecodeQueue:
@@ -191,22 +173,23 @@ class _DecodeQueue:
     def __init__(self, pool: ThreadPoolExecutor, todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput):
         self._pool, self._preprocess = pool, preprocess
         self._batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
-        self._queued: deque[tuple[Sequence[_Todo], list[Future[_Decoded | ImageError]]]] = deque()
+        self._queued: deque[tuple[Sequence[_Todo], list[Future[list[DecodedFile | ImageError]]]]] = deque()
         self._submitted = 0
         self._fill()
 
     def _fill(self) -> None:
         while len(self._queued) < DECODE_AHEAD and self._submitted < len(self._batches):
             batch = self._batches[self._submitted]
-            self._queued.append((batch, [self._pool.submit(_decode, t, self._preprocess) for t in batch]))
+            chunks = [[t.path for t in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)]
+            self._queued.append((batch, [self._pool.submit(decode_files, c, self._preprocess) for c in chunks]))
             self._submitted += 1
 
-    def next(self) -> tuple[Sequence[_Todo], list[_Decoded | ImageError]] | None:
+    def next(self) -> tuple[Sequence[_Todo], list[DecodedFile | ImageError]] | None:
         """The next batch and its decoded files (in order), or None when all were handed out."""
         if not self._queued:
             return None
         batch, futures = self._queued.popleft()
-        decoded = [f.result() for f in futures]
+        decoded = [d for f in futures for d in f.result()]
         self._fill()
         return batch, decoded
 
@@ -232,14 +215,14 @@ class _Prepared:
 def _prepare_batch(
     store: Store,
     batch: Sequence[_Todo],
-    decoded: Sequence[_Decoded | ImageError],
+    decoded: Sequence[DecodedFile | ImageError],
     product_for: Callable[[Path], str],
     summary: IngestSummary,
     unwritten: dict[str, np.ndarray],
 ) -> _Prepared:
     """Embed the new contents of a decoded batch and count it; ``unwritten`` holds vectors in flight."""
     encoder, catalog = store.encoder, store.catalog
-    good: list[tuple[_Todo, _Decoded, ImageRecord]] = []
+    good: list[tuple[_Todo, DecodedFile, ImageRecord]] = []
     failures: list[FailedFile] = []
     for item, result in zip(batch, decoded, strict=True):
         if isinstance(result, ImageError):

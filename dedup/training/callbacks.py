@@ -99,7 +99,7 @@ class HardNegativeMiner(keras.callbacks.Callback):
         import numpy as np
 
         t0 = time.monotonic()
-        tower = self.model.tower
+        tower: Any = getattr(self.model, "tower", self.model)  # a SiameseModel's tower, or a plain tower
         emb = np.concatenate(
             [
                 np.asarray(tower(self.views[i : i + self.batch], training=False))

@@ -369,6 +369,11 @@ class BatchSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """One batch: ``x`` (2P, S, S, 3) uint8 with the two views of identity ``k`` at 2k and 2k+1, ``y`` (2P,)."""
+        ids, cols = self.sample_views()
+        return self.pool.views[ids, cols], ids.astype(np.int32)
+
+    def sample_views(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where :meth:`sample`'s views come from: pool identity and view index of each, both ``(2P,)``."""
         chosen: list[int] = []
         seen: set[int] = set()
         if self.neighbours:
@@ -400,8 +405,6 @@ class BatchSampler:
         n_views = self.pool.views.shape[1]
         a = self.rng.integers(0, n_views, len(ids))
         b = (a + self.rng.integers(1, n_views, len(ids))) % n_views  # a different view of the same identity
-        x = np.empty((2 * len(ids), *self.pool.views.shape[2:]), np.uint8)
-        x[0::2] = self.pool.views[ids, a]
-        x[1::2] = self.pool.views[ids, b]
-        y = np.repeat(ids, 2).astype(np.int32)
-        return x, y
+        cols = np.empty(2 * len(ids), np.int64)
+        cols[0::2], cols[1::2] = a, b
+        return np.repeat(ids, 2), cols

@@ -4,7 +4,11 @@ Ingest time is decode plus the catalog tower, so a tower with fewer multiply-add
 faster. Training a small tower from scratch would take as long as the first one and land in another
 embedding space; instead the student starts from the teacher's own weights with some blocks removed
 (each removed block is a residual one, so the rest still fits together) and learns to give the
-teacher's vector for every training view (cosine regression). Because the student lands in the
+teacher's vector for every training view (cosine regression). Cosine regression alone leaves errors
+of a few hundredths on every vector, enough to merge two look-alike products the teacher keeps just
+apart; with ``pair_weight`` the student also learns the teacher's similarities between the views of a
+batch, and batches are built of the student's current look-alikes (as in training), so those pairs
+are the ones it is taught to keep apart. Because the student lands in the
 teacher's space, the teacher's query tower keeps working against the student's catalog vectors and is
 carried over as it is; the duplicate threshold is calibrated again for the student.
 
@@ -65,6 +69,7 @@ def distil_tower(
     val_fraction: float = 0.1,
     patience: int = 10,
     target_precision: float = 0.99,
+    pair_weight: float = 0.0,
     init: Path | None = None,
     seed: int = 0,
     workers: int | None = None,
@@ -77,7 +82,8 @@ def distil_tower(
     student and pulls each towards the teacher's vector of the same view; the weights with the best mean
     cosine on the validation products are kept. The student's threshold is calibrated at
     ``target_precision`` on the validation products' pairs, as training does. ``init`` is a student tower file
-    (``.keras``) to go on training instead (its stages win over ``stages``). Returns the card.
+    (``.keras``) to go on training instead (its stages win over ``stages``). ``pair_weight`` > 0 adds the
+    relational term of :func:`relational_cosine_loss` and look-alike batches. Returns the card.
     """
     if out_dir.resolve() == teacher_dir.resolve():
         raise ConfigError("the student needs its own folder (--out must differ from the teacher's)")
@@ -89,7 +95,7 @@ def distil_tower(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.tower import build_tower, stages_of
     from dedup.training.calibrate import calibrate
-    from dedup.training.callbacks import BudgetSchedule, EpochMetric
+    from dedup.training.callbacks import BudgetSchedule, EpochMetric, HardNegativeMiner
     from dedup.training.trainer import (
         _embed_pool,
         _trainable_tower,
@@ -131,11 +137,15 @@ def distil_tower(
         copied = _copy_matching_weights(teacher, student)
         log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
     rng = np.random.default_rng(seed)
+    sampler = data_mod.BatchSampler(pool, train_idx, batch_size // 2, seed)
 
     def batches_forever() -> Any:
         while True:
-            picks = rng.choice(train_idx, size=batch_size)
-            cols = rng.integers(0, v, size=batch_size)
+            if pair_weight > 0:
+                picks, cols = sampler.sample_views()  # look-alikes side by side, two views each
+            else:
+                picks = rng.choice(train_idx, size=batch_size)
+                cols = rng.integers(0, v, size=batch_size)
             yield pool.views[picks, cols], targets[picks, cols]
 
     def val_cosine(model: Any) -> float:
@@ -144,19 +154,30 @@ def distil_tower(
     before = val_cosine(student)
     # Compile a wrapper, not the student, so the saved student file holds no optimizer state.
     fitted = keras.Model(student.input, student.output)
-    fitted.compile(
-        optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.CosineSimilarity(), jit_compile=True
-    )
+    loss = relational_cosine_loss(pair_weight) if pair_weight > 0 else keras.losses.CosineSimilarity()
+    fitted.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=True)
+    # Model choice follows the objective: with the relational term, the same loss over the validation views.
+    monitor, mode = ("val_loss_pairs", "min") if pair_weight > 0 else ("val_cosine", "max")
+
+    def val_loss_pairs(model: Any) -> float:
+        emb = embed_in_batches(model, val_x)
+        cos = float(np.mean(np.sum(emb * val_t, axis=1)))
+        return 1.0 - cos + pair_weight * relational_error(emb, val_t)
+
     with tempfile.TemporaryDirectory(prefix="dedup-distil-") as tmp:
         best = Path(tmp) / "best.weights.h5"
         budget = BudgetSchedule(learning_rate, steps, minutes)
-        callbacks = [
-            budget,
-            EpochMetric("val_cosine", val_cosine),
+        callbacks = [budget, EpochMetric("val_cosine", val_cosine)]
+        if pair_weight > 0:
+            callbacks += [
+                EpochMetric(monitor, val_loss_pairs),
+                HardNegativeMiner(sampler, pool.views[train_idx, 0], every=2),
+            ]
+        callbacks += [
             keras.callbacks.ModelCheckpoint(
-                best, monitor="val_cosine", mode="max", save_best_only=True, save_weights_only=True
+                best, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
             ),
-            keras.callbacks.EarlyStopping(monitor="val_cosine", mode="max", patience=patience),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
         ]
         history, fit_seconds = fit_keeping_best(
             fitted, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
@@ -196,7 +217,10 @@ def distil_tower(
     card["distillation"] = {
         "teacher": str(teacher_dir),
         "teacher_model_name": card.get("model_name"),
-        "loss": "1 - cosine(student(view), teacher(view))",
+        "loss": "1 - cosine(student(view), teacher(view))"
+        + (f" + {pair_weight:g} × weighted mean squared error of the batch's view similarities" if pair_weight else ""),
+        "pair_weight": pair_weight,
+        "selected_by": monitor,
         "init": str(init) if init is not None else f"teacher weights for {copied} of {len(student.weights)} tensors",
         "data": {
             "products": n,
@@ -233,6 +257,40 @@ def distil_tower(
         metrics["threshold"],
     )
     return card
+
+
+#: Teacher similarity above which a pair counts as a look-alike in the relational term (distance ≈ 0.89, a
+#: little beyond the shipped threshold's 0.65), and how much more such a pair weighs than the others.
+HARD_SIMILARITY = 0.6
+HARD_BOOST = 10.0
+
+
+def relational_cosine_loss(pair_weight: float) -> Any:
+    """Per view: ``1 - cos(student, teacher)`` + ``pair_weight`` × the weighted mean squared difference
+    between the student's and the teacher's similarities of that view to every view in the batch.
+
+    ``y_true`` holds the teacher's unit vectors, ``y_pred`` the student's; pairs the teacher finds
+    similar (look-alikes and the view's own product) weigh :data:`HARD_BOOST` times more, because the
+    threshold lies among them.
+    """
+    from keras import ops
+
+    def loss(y_true: Any, y_pred: Any) -> Any:
+        pred = y_pred / ops.maximum(ops.norm(y_pred, axis=-1, keepdims=True), 1e-12)
+        cos = ops.sum(pred * y_true, axis=-1)
+        t = ops.matmul(y_true, ops.transpose(y_true))
+        s = ops.matmul(pred, ops.transpose(pred))
+        w = 1.0 + HARD_BOOST * ops.cast(t > HARD_SIMILARITY, t.dtype)
+        return (1.0 - cos) + pair_weight * ops.mean(w * ops.square(s - t), axis=-1)
+
+    return loss
+
+
+def relational_error(student: np.ndarray, teacher: np.ndarray) -> float:
+    """The relational term of :func:`relational_cosine_loss` over all pairs of ``(n, dim)`` unit vectors, numpy."""
+    t = teacher @ teacher.T
+    w = 1.0 + HARD_BOOST * (t > HARD_SIMILARITY)
+    return float(np.mean(w * np.square(student @ student.T - t)))
 
 
 def _copy_matching_weights(teacher: Any, student: Any) -> int:
