@@ -63,6 +63,10 @@ class ImageError(DedupError):
         self.kind = kind
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[ImageError], tuple[str, str, str]]:
+        # Rebuilt from its fields, so it comes back intact from a decoding process.
+        return type(self), (self.path, self.kind, self.reason)
+
 
 class StoreError(DedupError):
     """The catalog or index cannot be opened, migrated or kept consistent."""

@@ -16,7 +16,7 @@ LEAF = {"config", "errors", "types"}  # import nothing of ours; everyone may imp
 ALLOWED: dict[str, set[str]] = {
     "cli": {"service", "api"},  # `dedup serve` starts the HTTP app
     "api": {"service"},
-    "service": {"catalog", "index", "embedding", "training", "imaging", "matching", "report"},
+    "service": {"catalog", "index", "embedding", "training", "imaging", "matching", "report", "workers"},
     "report": set(),
     "matching": set(),
     "index": set(),
@@ -24,6 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "embedding": {"imaging"},
     "training": {"embedding", "imaging"},
     "imaging": set(),
+    "workers": set(),
     "config": set(),
     "errors": set(),
     "types": set(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,44 @@ def test_broken_file_reported_and_others_go_in(tmp_path: Path) -> None:
         again = ingest_folder(store, folder)
         assert again.new == 1 and again.failed == 2
         assert len(store.index) == 4
+
+
+@pytest.mark.parametrize("beside_a_thread", [False, True], ids=["forked", "fork-server"])
+def test_decoding_processes_store_what_threads_store(tmp_path: Path, beside_a_thread: bool) -> None:
+    folder = tmp_path / "photos"
+    paths = _make_images(folder, 20)
+    shutil.copyfile(paths[0], folder / "copy.jpg")
+    (folder / "text.png").write_text("not a picture")
+    shutil.copyfile(SAMPLE_CATALOG / "broken" / "truncated.jpg", folder / "cut.jpg")
+
+    def run(name: str, processes: bool) -> tuple[IngestSummary, dict[str, np.ndarray]]:
+        with open_store(tmp_path / name) as store:
+            summary = ingest_folder(store, folder, batch_size=8, decode_processes=processes)
+            _index_matches_catalog(store)
+            ids, vectors = store.catalog.indexed_vectors(store.encoder.model_id)
+            info = store.catalog.images(ids.tolist())
+            return summary, {info[int(i)].path: v for i, v in zip(ids, vectors, strict=True)}
+
+    threads = run("threads", False)
+    if beside_a_thread:
+        # Another thread is running: the workers come from a fork server, not a fork of this process.
+        stop = threading.Event()
+        other = threading.Thread(target=stop.wait)
+        other.start()
+        try:
+            processes = run("processes", True)
+        finally:
+            stop.set()
+            other.join()
+    else:
+        processes = run("processes", True)
+    for summary in (threads[0], processes[0]):
+        assert (summary.new, summary.reused, summary.failed) == (20, 1, 2)
+    kinds = {Path(f.path).name: f.kind for f in processes[0].failures}
+    assert kinds == {"text.png": "not_image", "cut.jpg": "truncated"}
+    assert processes[1].keys() == threads[1].keys() and len(threads[1]) == 21
+    for path, vector in threads[1].items():
+        np.testing.assert_allclose(processes[1][path], vector, atol=1e-6)
 
 
 def test_index_rebuilt_when_missing_or_stale(tmp_path: Path) -> None:
