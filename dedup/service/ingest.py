@@ -23,7 +23,7 @@ from dedup.imaging import DecodedFile, ModelInput, decode_files, iter_image_file
 from dedup.service.metadata import read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
-from dedup.workers import die_with_parent
+from dedup.workers import init_worker
 
 if TYPE_CHECKING:
     from dedup.catalog import Catalog
@@ -151,8 +151,9 @@ def _decode_pool(files: int, processes: bool | None = None) -> Executor:
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
         ctx.set_forkserver_preload(["dedup.imaging", "dedup.workers"])  # the server imports what workers run, once
-    # A worker must not outlive an ingest killed outright: it would wait forever on its task pipe.
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=die_with_parent)
+    # A worker must not outlive an ingest killed outright (it would wait forever on its task pipe), and Ctrl-C
+    # is this process's to handle.
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker)
 
 
 def _plan(
