@@ -80,7 +80,8 @@ def distil_tower(
     The pool is built as the teacher's was (same data, colour variants, collages, trim and phone share
     unless ``phone_share`` is given, ``views`` per product). Each step embeds ``batch_size`` views with the
     student and pulls each towards the teacher's vector of the same view; the weights with the best mean
-    cosine on the validation products are kept. The student's threshold is calibrated at
+    cosine on the validation products are kept (with ``pair_weight``, the lowest loss of the same kind on
+    the validation views). The student's threshold is calibrated at
     ``target_precision`` on the validation products' pairs, as training does. ``init`` is a student tower file
     (``.keras``) to go on training instead (its stages win over ``stages``). ``pair_weight`` > 0 adds the
     relational term of :func:`relational_cosine_loss` and look-alike batches. Returns the card.
