@@ -395,6 +395,12 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 @click.option("--loss", type=click.Choice(["infonce", "contrastive", "triplet"]), default="infonce", show_default=True)
 @click.option("--dim", type=click.Choice(["64", "128", "256"]), default="128", show_default=True)
 @click.option("--input-size", type=click.IntRange(min=32, max=512), default=96, show_default=True)
+@click.option(
+    "--stages",
+    default=None,
+    help="The tower's stages, WIDTHxBLOCKS each (every stage halves the image) [default: 48x1,96x2,192x2,320x1; "
+    "a --from model keeps its own].",
+)
 @click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
 @click.option("--from", "from_model", default=None, help="Fine-tune from a model folder, or 'default'.")
 @click.option(
@@ -456,6 +462,7 @@ def train(
     loss: str,
     dim: str,
     input_size: int,
+    stages: str | None,
     batch_size: int,
     from_model: str | None,
     init: str | None,
@@ -477,8 +484,13 @@ def train(
     pair), a folder of sub-folders, one per product (shots of the same product are positives), or a
     CSV file of labelled pairs with columns path_a,path_b,label (1 = duplicate; paths relative to it).
     """
+    from dedup.service.training import parse_stages
     from dedup.service.training import train as run_training
 
+    try:
+        parsed = parse_stages(stages) if stages else None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stages") from exc
     val_dir: Path | None = None
     try:
         val_fraction = float(val)
@@ -496,6 +508,7 @@ def train(
         loss=loss,
         dim=int(dim),
         input_size=input_size,
+        stages=parsed,
         batch_size=batch_size,
         init=Path(init) if init else None,
         margin=margin,

@@ -39,6 +39,7 @@ from pathlib import Path
 # Run from a checkout without installing: the repository root goes first on the import path.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dedup.training.distill import parse_stages  # noqa: E402
 from dedup.training.trainer import train_model  # noqa: E402
 
 
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
     ap.add_argument("--trim-background", action="store_true", help="crop uniform background borders from inputs")
     ap.add_argument("--from-model", type=Path, default=None, help="fine-tune this model folder's tower")
+    ap.add_argument("--stages", default=None, help="tower stages, WIDTHxBLOCKS each (default: the shipped ones)")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
     ap.add_argument("--seed", type=int, default=0)
@@ -83,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         mirror_pass=not args.no_mirror_pass,
         trim_background=args.trim_background or None,
         from_model=args.from_model,
+        stages=parse_stages(args.stages) if args.stages else None,
         learning_rate=args.learning_rate,
         phone_share=args.phone_share,
         seed=args.seed,

@@ -28,6 +28,7 @@ def train_model(
     *,
     input_size: int = 96,
     dim: int = 128,
+    stages: tuple[tuple[int, int, int], ...] | None = None,
     loss: str = "infonce",
     temperature: float = 0.1,
     margin: float | None = None,
@@ -67,7 +68,9 @@ def train_model(
     for the batches every N epochs; ``trim_background`` crops uniform background borders from every
     input (None: as the ``from_model`` card says, else off); ``phone_share`` of the augmented views are
     phone photos of the product (query-side views); ``mirror_pass`` exports the exactly
-    mirror-invariant wrapper (twice the inference cost) instead of the single-path tower.
+    mirror-invariant wrapper (twice the inference cost) instead of the single-path tower. ``stages`` are the
+    tower's ``(filters, stride, blocks)`` stages (default :data:`dedup.embedding.tower.DEFAULT_STAGES`; a
+    ``from_model`` tower keeps its own).
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -79,7 +82,7 @@ def train_model(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
-    from dedup.embedding.tower import build_tower, mirror_wrap
+    from dedup.embedding.tower import DEFAULT_STAGES, build_tower, mirror_wrap, stages_of
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, HardNegativeMiner, plot_curves
 
@@ -127,7 +130,7 @@ def train_model(
     if from_model is not None:
         tower = _trainable_tower(keras.models.load_model(from_model / "tower.keras", compile=False))
     else:
-        tower = build_tower(input_size, dim)
+        tower = build_tower(input_size, dim, stages=stages or DEFAULT_STAGES)
     if init is not None:
         tower.load_weights(init)
     model = SiameseModel(tower, loss_fn)
@@ -191,6 +194,7 @@ def train_model(
             "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference"
             if mirror_pass
             else "learned: mirrored copies are training positives",
+            "stages": [list(st) for st in stages_of(tower)],
             "params": int(tower.count_params()),
         },
         "input_size": input_size,
