@@ -53,7 +53,8 @@ print(len(files))
 """
 
 # Ingest's own decoding stage without the model and the store: the same per-file work (read, sha256, draft
-# decode, pixel hash, trimmed model input) in the same kind of workers (processes, 32 files a task).
+# decode, pixel hash, the model's input) in the same kind of workers (processes, 32 files a task as
+# dedup.service.ingest.CHUNK; not imported, so this process loads no more than decoding needs).
 DECODE_STAGE = """
 import multiprocessing, os, sys
 from concurrent.futures import ProcessPoolExecutor
@@ -61,7 +62,7 @@ from dedup.config import IMAGE_EXTENSIONS
 from dedup.imaging import ModelInput, decode_files, iter_image_files
 from dedup.workers import init_worker
 files = iter_image_files(sys.argv[1], IMAGE_EXTENSIONS)
-pre = ModelInput(int(sys.argv[2]), trim=True)
+pre = ModelInput(int(sys.argv[2]), trim=sys.argv[3] == "trim")
 chunks = [files[i : i + 32] for i in range(0, len(files), 32)]
 ctx = multiprocessing.get_context("fork")
 with ProcessPoolExecutor(os.cpu_count(), mp_context=ctx, initializer=init_worker) as pool:
@@ -90,7 +91,7 @@ print(n)
 
 def _tree_rss_mb(root: int) -> float:
     """Summed RSS of ``root`` and its descendants now, from /proc (shared pages count in each: an upper bound)."""
-    parents: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -100,16 +101,14 @@ def _tree_rss_mb(root: int) -> float:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents[int(entry)] = int(fields[1])
+        children.setdefault(int(fields[1]), []).append(int(entry))
         rss[int(entry)] = int(fields[21])
-    tree, frontier = {root}, [root]
+    pages, frontier = 0, [root]
     while frontier:
         pid = frontier.pop()
-        for child, parent in parents.items():
-            if parent == pid and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(rss.get(p, 0) for p in tree) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        pages += rss.get(pid, 0)
+        frontier.extend(children.get(pid, []))
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _run(cmd: list[str]) -> dict[str, float]:
@@ -147,11 +146,12 @@ def _run(cmd: list[str]) -> dict[str, float]:
     }
 
 
-def _round(folder: Path, size: int) -> dict[str, dict[str, float]]:
+def _round(folder: Path, size: int, trim: bool) -> dict[str, dict[str, float]]:
     """One run of each contender over ``folder``, back to back."""
     results = {"phash": _run([sys.executable, "-c", PHASH, str(folder)])}
     results["decode_only"] = _run([sys.executable, "-c", DECODE_ONLY, str(folder), str(size)])
-    results["decode_stage"] = _run([sys.executable, "-c", DECODE_STAGE, str(folder), str(size)])
+    stage = [sys.executable, "-c", DECODE_STAGE, str(folder), str(size), "trim" if trim else "whole"]
+    results["decode_stage"] = _run(stage)
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
         ingest = [sys.executable, "-m", "dedup", "-q", "--store", str(store), "ingest", str(folder)]
@@ -185,22 +185,24 @@ def main() -> None:
     from dedup.imaging import iter_image_files
 
     n = len(iter_image_files(args.folder, IMAGE_EXTENSIONS))
-    size = args.size or load_encoder().input_size
+    encoder = load_encoder()
+    size = args.size or encoder.input_size
     # Contenders alternate round by round, and ratios are taken within a round, so a slow spell of a
     # shared machine weighs on both sides of a ratio rather than on one contender.
     rounds = []
     for i in range(max(1, args.rounds)):
-        rounds.append(_round(args.folder, size))
+        rounds.append(_round(args.folder, size, encoder.trim))
         print(f"  round {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in _ratios(rounds[-1]).items()), flush=True)
     results: dict[str, dict[str, float]] = {}
     for name in rounds[0]:
         runs = [r[name] for r in rounds]
+        seconds = statistics.median(r["seconds"] for r in runs)
         results[name] = {
-            "seconds": statistics.median(r["seconds"] for r in runs),
+            "seconds": seconds,
             "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
             "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in runs),
-            "images_per_s": n / statistics.median(r["seconds"] for r in runs),
+            "images_per_s": n / seconds,
         }
     per_round = [_ratios(r) for r in rounds]
     ratios = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
