@@ -9,28 +9,71 @@ This is the public Python API that the command line and the HTTP server both use
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
 from dedup.config import StoreConfig
-from dedup.report import render_report
-from dedup.service.cache import EmbeddingCache
-from dedup.service.evaluation import evaluate, evaluation_text
-from dedup.service.ingest import ingest_folder
-from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
-from dedup.service.review import mark_pair
-from dedup.service.search import (
-    compare_bytes,
-    compare_paths,
-    embed_bytes,
-    embed_query_bytes,
-    image_files,
-    image_thumbnail,
-    query_bytes,
-    query_paths,
-    search_vector,
-)
 from dedup.service.store import Store
-from dedup.service.upload import AddedImage, add_image
+
+if TYPE_CHECKING:
+    from dedup.report import render_report
+    from dedup.service.cache import EmbeddingCache
+    from dedup.service.evaluation import evaluate, evaluation_text
+    from dedup.service.ingest import ingest_folder
+    from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
+    from dedup.service.review import mark_pair
+    from dedup.service.search import (
+        compare_bytes,
+        compare_paths,
+        embed_bytes,
+        embed_query_bytes,
+        image_files,
+        image_thumbnail,
+        query_bytes,
+        query_paths,
+        search_vector,
+    )
+    from dedup.service.upload import AddedImage, add_image
+
+# Each job's module loads on first use: a command imports what its job needs and no more (an ingest
+# started ~0.25 s later, its decoding workers too, when importing this package loaded every job).
+_LAZY = {
+    "render_report": "dedup.report",
+    "EmbeddingCache": "dedup.service.cache",
+    "evaluate": "dedup.service.evaluation",
+    "evaluation_text": "dedup.service.evaluation",
+    "ingest_folder": "dedup.service.ingest",
+    "DEFAULT_KEEP": "dedup.service.reporting",
+    "build_report": "dedup.service.reporting",
+    "thumbnails": "dedup.service.reporting",
+    "mark_pair": "dedup.service.review",
+    "compare_bytes": "dedup.service.search",
+    "compare_paths": "dedup.service.search",
+    "embed_bytes": "dedup.service.search",
+    "embed_query_bytes": "dedup.service.search",
+    "image_files": "dedup.service.search",
+    "image_thumbnail": "dedup.service.search",
+    "query_bytes": "dedup.service.search",
+    "query_paths": "dedup.service.search",
+    "search_vector": "dedup.service.search",
+    "AddedImage": "dedup.service.upload",
+    "add_image": "dedup.service.upload",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names of the job modules, imported when first asked for (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 def open_store(
