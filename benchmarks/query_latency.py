@@ -31,6 +31,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -214,9 +215,17 @@ def summarise(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
     }
 
 
-def in_process(store_dir: Path, images: list[bytes], vectors: int) -> dict[str, dict[str, float]]:
+def in_process(store_dir: Path, images: list[bytes], vectors: int) -> dict[str, dict[str, Any]]:
     with open_store(store_dir) as store:
         query_bytes(store, images[0], "warm-up", 5)  # loads model and index
+        # What the figures are of: a model, its query tower or not, and the views a query embeds.
+        query = store.query_encoder
+        setup = {
+            "model_id": store.encoder.model_id,
+            "query_tower": query is not store.encoder,
+            "query_input_px": query.input_size,
+            "query_views": [[v.fraction, v.mirror] for v in store.config.query_views],
+        }
         lat = []
         t0 = time.perf_counter()
         for i, data in enumerate(images):
@@ -234,7 +243,7 @@ def in_process(store_dir: Path, images: list[bytes], vectors: int) -> dict[str, 
             search_vector(store, "v", q, 5)
             lat.append((time.perf_counter() - t) * 1000)
         search = summarise(lat, time.perf_counter() - t0)
-    return {"query_bytes": full, "search_vector": search}
+    return {"query_bytes": full, "search_vector": search, "setup": setup}
 
 
 def main() -> None:
@@ -287,6 +296,7 @@ def main() -> None:
             run["in_process"] = local
             rows.append((n, "query_bytes (in process)", local["query_bytes"]))
             rows.append((n, "search_vector only", local["search_vector"]))
+            print(f"  {n:>7,}  in process: {local['setup']}", flush=True)
             results["runs"].append(run)  # type: ignore[attr-defined]
             if not args.keep:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "index": set(),
     "catalog": set(),
     "embedding": {"imaging"},
-    "training": {"embedding", "imaging"},
+    "training": {"embedding", "imaging", "workers"},
     "imaging": set(),
     "workers": set(),
     "config": set(),
@@ -91,14 +91,20 @@ def test_matching_and_report_never_import_the_model() -> None:
             assert not tops & {"tensorflow", "keras", "ai_edge_litert", "faiss", "sqlalchemy"}, path
 
 
-def _loaded_after(code: str) -> set[str]:
+def _modules_after(code: str) -> set[str]:
+    """The modules a fresh interpreter holds after running ``code``."""
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return {line.split(".")[0] for line in out.split()}
+    return set(out.split())
+
+
+def _loaded_after(code: str) -> set[str]:
+    """The top-level packages loaded after running ``code``."""
+    return {name.split(".")[0] for name in _modules_after(code)}
 
 
 def test_cli_import_is_light() -> None:
@@ -128,3 +134,26 @@ def test_dedup_help_runs_as_a_command() -> None:
     result = subprocess.run([sys.executable, "-m", "dedup", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert "ingest" in result.stdout and "report" in result.stdout and "query" in result.stdout
+
+
+def test_a_job_imports_only_what_it_needs() -> None:
+    # Ingest starts its decoding workers after its imports: the other jobs' modules would only delay them.
+    loaded = _modules_after("from dedup.service import ingest_folder")
+    others = {
+        "dedup.service.evaluation",
+        "dedup.service.search",
+        "dedup.service.reporting",
+        "dedup.service.upload",
+        "dedup.report",
+    }
+    assert not loaded & others, sorted(loaded & others)
+
+
+def test_every_public_service_name_resolves() -> None:
+    import dedup.service as service
+
+    for name in service.__all__:
+        assert getattr(service, name) is not None, name
+    assert set(service.__all__) <= set(dir(service))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        service.nothing_here  # noqa: B018

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +403,63 @@ def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teach
 
     bad = CliRunner().invoke(cli, ["distill", str(teacher), "--out", str(tmp_path / "x"), "--stages", "48,96"])
     assert bad.exit_code == 2 and "WIDTHxBLOCKS" in bad.output
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for a reaper is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_pool_workers_stop_with_the_training_process(tmp_path: Path, sig: signal.Signals) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        _product(i).save(data / f"p{i}.png")
+    # Many identities and views: the pool's workers are still busy when the training process is stopped.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from dedup.training.data import build_pool, load_identities\n"
+        "build_pool(load_identities(Path(sys.argv[1])) * 400, 16, 96, 0, workers=2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(data)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal job would be
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, "the pool did not start"
+    time.sleep(0.5)  # the workers are on their tasks
+    # SIGKILL: the training process alone (the out-of-memory killer); SIGINT: Ctrl-C, which reaches the whole group.
+    if sig == signal.SIGKILL:
+        proc.kill()
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    # The workers hold the training process's output pipes: this returns once they are gone too.
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10
+    while any(map(_running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _running(w)]
+    # Ctrl-C is the training process's to report: one traceback, none from a worker.
+    assert "PoolWorker" not in err.decode(), err.decode()[-2000:]

@@ -34,6 +34,7 @@ from dedup.errors import ImageError, InputError
 from dedup.imaging import iter_image_files, load_image, to_model_input
 from dedup.training import augment
 from dedup.training.sources import tuxpaint_images
+from dedup.workers import init_worker
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ def build_pool(
     workers = workers or os.cpu_count() or 1
     tasks = [(ident, views, size, seed * 1_000_003 + i, trim, phone_share) for i, ident in enumerate(ids)]
     if workers > 1 and len(tasks) > 8:
-        with mp.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
+        with mp.get_context("fork").Pool(workers, initializer=_init_pool_worker) as pool:
             results = pool.map(_make_views, tasks, chunksize=8)
     else:
         _init_worker()
@@ -258,6 +259,12 @@ def build_pool(
 
 
 _BACKGROUNDS: list[Image.Image] = []
+
+
+def _init_pool_worker() -> None:
+    """Pool initializer: die with the training process and leave Ctrl-C to it, then load the backgrounds."""
+    init_worker()
+    _init_worker()
 
 
 def _init_worker() -> None:
