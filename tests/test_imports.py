@@ -155,5 +155,6 @@ def test_every_public_service_name_resolves() -> None:
     for name in service.__all__:
         assert getattr(service, name) is not None, name
     assert set(service.__all__) <= set(dir(service))
+    assert set(service.__all__) == {"Store", "open_store", *service._LAZY}  # the lazy table lists every job name
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         service.nothing_here  # noqa: B018
