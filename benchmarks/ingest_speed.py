@@ -207,6 +207,7 @@ def main() -> None:
     per_round = [_ratios(r) for r in rounds]
     ratios = {k: statistics.median(r[k] for r in per_round) for k in per_round[0]}
     print(f"{n} images in {args.folder} on {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"  model {encoder.model_id} ({encoder.runtime}, {encoder.input_size} px, trim {encoder.trim})")
     print(f"  medians of {len(rounds)} round(s):")
     for name, r in results.items():
         print(
@@ -214,13 +215,15 @@ def main() -> None:
             f"  peak RSS {r['peak_rss_mb']:.0f} MB (with workers ≤ {r['peak_tree_rss_mb']:.0f})"
         )
     for name, v in ratios.items():
-        print(f"  {name:32s} {v:.2f}  (rounds: {', '.join(f'{r[name]:.2f}' for r in per_round)})")
+        # Three decimals: a target of 0.5 must not read as met at 0.497.
+        print(f"  {name:32s} {v:.3f}  (rounds: {', '.join(f'{r[name]:.3f}' for r in per_round)})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {
                 "images": n,
                 "folder": str(args.folder),
+                "model_id": encoder.model_id,
                 "results": results,
                 "ratios": ratios,
                 "rounds": rounds,
