@@ -394,7 +394,12 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True, help="Training steps (at most).")
 @click.option("--loss", type=click.Choice(["infonce", "contrastive", "triplet"]), default="infonce", show_default=True)
 @click.option("--dim", type=click.Choice(["64", "128", "256"]), default="128", show_default=True)
-@click.option("--input-size", type=click.IntRange(min=32, max=512), default=96, show_default=True)
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=32, max=512),
+    default=None,
+    help="Input side in px [default: the --from model's, else 96].",
+)
 @click.option(
     "--stages",
     default=None,
@@ -461,7 +466,7 @@ def train(
     steps: int,
     loss: str,
     dim: str,
-    input_size: int,
+    input_size: int | None,
     stages: str | None,
     batch_size: int,
     from_model: str | None,

@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
     ap.add_argument("--trim-background", action="store_true", help="crop uniform background borders from inputs")
     ap.add_argument("--from-model", type=Path, default=None, help="fine-tune this model folder's tower")
+    ap.add_argument(
+        "--input-size", type=int, default=None, help="input side in px (default: the --from-model's, else 96)"
+    )
     ap.add_argument("--stages", default=None, help="tower stages, WIDTHxBLOCKS each (default: the shipped ones)")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         mirror_pass=not args.no_mirror_pass,
         trim_background=args.trim_background or None,
         from_model=args.from_model,
+        input_size=args.input_size,
         stages=parse_stages(args.stages) if args.stages else None,
         learning_rate=args.learning_rate,
         phone_share=args.phone_share,

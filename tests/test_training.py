@@ -242,17 +242,38 @@ def test_training_with_val_folder_hard_negatives_and_curves(tmp_path: Path) -> N
     )  # fmt: skip
     assert card["data"]["val_identities"] == 4 and card["data"]["train_identities"] >= 10
     assert load_encoder(out).trim
-    # A fine-tune keeps the preprocessing its starting model was trained with.
+    # A fine-tune keeps the preprocessing and the input size its starting model was trained with.
     tuned = train_model(
-        data, tmp_path / "tuned", input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        data, tmp_path / "tuned", dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
         from_model=out, mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
     )  # fmt: skip
-    assert tuned["preprocess"] == {"trim_background": True}
+    assert tuned["preprocess"] == {"trim_background": True} and tuned["input_size"] == 48
+    # ... unless told another size: the same weights then take the smaller input.
+    smaller = train_model(
+        data, tmp_path / "smaller", input_size=40, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        from_model=out, mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+    )  # fmt: skip
+    assert smaller["input_size"] == 40 and smaller["architecture"]["stages"] == card["architecture"]["stages"]
+    enc = load_encoder(tmp_path / "smaller")
+    assert enc.input_size == 40 and enc.embed_images([_product(3)]).shape == (1, 16)
     assert card["loss"]["margin_schedule"]["start"] == 0.2
     assert card["architecture"]["mirror_invariant"].startswith("learned")
     curves = out / card["files"]["curves"]
     with Image.open(curves) as im:
         assert im.format == "PNG" and im.width > 400
+
+
+def test_a_tower_at_another_input_size_keeps_every_weight() -> None:
+    from dedup.embedding.tower import at_input_size, build_tower
+
+    tower = build_tower(48, 16, stages=((16, 2, 1), (32, 2, 2)))
+    smaller = at_input_size(tower, 40)
+    assert smaller.input_shape[1:] == (40, 40, 3) and at_input_size(tower, 48) is tower
+    assert len(smaller.weights) == len(tower.weights)
+    for a, b in zip(tower.weights, smaller.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    emb = np.asarray(smaller(np.full((2, 40, 40, 3), 200, np.uint8)))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
 
 
 def test_calibrate_on_a_single_design_ends() -> None:

@@ -1,4 +1,4 @@
-"""The embedding tower: a compact depthwise-separable CNN mapping uint8 RGB images to unit vectors.
+"""The embedding tower: a compact residual CNN mapping uint8 RGB images to unit vectors.
 
 The tower is saved alone (``tower.keras``) and exported to TensorFlow Lite; the siamese training
 wrapper in :mod:`dedup.embedding.siamese` only holds it. Importing this module imports Keras.
@@ -123,6 +123,38 @@ def stages_of(tower: keras.Model) -> tuple[tuple[int, int, int], ...]:
             entry = stages.setdefault(stage, [layer.filters, layer.strides[0], 0])
             entry[2] = max(entry[2], block + 1)
     return tuple((f, st, n) for _, (f, st, n) in sorted(stages.items()))
+
+
+def copy_weights(src: keras.Model, dst: keras.Model) -> int:
+    """Set each layer of ``dst`` from the layer of ``src`` of the same name and weight shapes; returns tensors set."""
+    by_name = {layer.name: layer for layer in layers_of(src)}
+    copied = 0
+    for layer in layers_of(dst):
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        w = other.get_weights()
+        if [a.shape for a in w] == [tuple(x.shape) for x in layer.weights]:
+            layer.set_weights(w)
+            copied += len(w)
+    return copied
+
+
+def at_input_size(tower: keras.Model, size: int) -> keras.Model:
+    """The same single-path tower, weights and all, taking ``size`` × ``size`` inputs.
+
+    Every layer is convolutional or pooled, so the weights fit any input size; a smaller input costs
+    fewer multiply-adds (~27 % fewer at 80 px than at 96) and sees less detail, which a fine-tune at the
+    new size wins back.
+    """
+    if tower.input_shape[1] == size:
+        return tower
+    dim = int(tower.output_shape[-1])
+    resized = build_tower(size, dim, stages=stages_of(tower))
+    copied = copy_weights(tower, resized)
+    if copied != len(resized.weights):
+        raise ValueError(f"only {copied} of {len(resized.weights)} weight tensors fit the {size} px tower")
+    return resized
 
 
 def layers_of(model: keras.Model) -> list[Any]:

@@ -94,7 +94,7 @@ def distil_tower(
 
     from dedup.embedding.card import read_card, trims_background, write_card
     from dedup.embedding.export import export_tflite
-    from dedup.embedding.tower import build_tower, stages_of
+    from dedup.embedding.tower import build_tower, copy_weights, stages_of
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, EpochMetric, HardNegativeMiner
     from dedup.training.trainer import (
@@ -135,7 +135,7 @@ def distil_tower(
         log.info("student starts from %s", init)
     else:
         student = build_tower(size, dim, stages=stages)
-        copied = _copy_matching_weights(teacher, student)
+        copied = copy_weights(teacher, student)
         log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
     rng = np.random.default_rng(seed)
     sampler = data_mod.BatchSampler(pool, train_idx, batch_size // 2, seed)
@@ -292,20 +292,3 @@ def relational_error(student: np.ndarray, teacher: np.ndarray) -> float:
     t = teacher @ teacher.T
     w = 1.0 + HARD_BOOST * (t > HARD_SIMILARITY)
     return float(np.mean(w * np.square(student @ student.T - t)))
-
-
-def _copy_matching_weights(teacher: Any, student: Any) -> int:
-    """Set every student layer's weights from the teacher layer of the same name and shapes; returns tensors set."""
-    from dedup.embedding.tower import layers_of
-
-    by_name = {layer.name: layer for layer in layers_of(teacher)}
-    copied = 0
-    for layer in layers_of(student):
-        src = by_name.get(layer.name)
-        if src is None or not layer.weights:
-            continue
-        w = src.get_weights()
-        if [a.shape for a in w] == [tuple(x.shape) for x in layer.weights]:
-            layer.set_weights(w)
-            copied += len(w)
-    return copied

@@ -26,7 +26,7 @@ def train_model(
     data_dir: Path | None,
     out_dir: Path,
     *,
-    input_size: int = 96,
+    input_size: int | None = None,
     dim: int = 128,
     stages: tuple[tuple[int, int, int], ...] | None = None,
     loss: str = "infonce",
@@ -70,7 +70,8 @@ def train_model(
     phone photos of the product (query-side views); ``mirror_pass`` exports the exactly
     mirror-invariant wrapper (twice the inference cost) instead of the single-path tower. ``stages`` are the
     tower's ``(filters, stride, blocks)`` stages (default :data:`dedup.embedding.tower.DEFAULT_STAGES`; a
-    ``from_model`` tower keeps its own).
+    ``from_model`` tower keeps its own). ``input_size`` is the side of the square input (None: the
+    ``from_model`` card's, else 96); a ``from_model`` tower fine-tuned at another size keeps its weights.
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -82,7 +83,7 @@ def train_model(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
-    from dedup.embedding.tower import DEFAULT_STAGES, build_tower, mirror_wrap, stages_of
+    from dedup.embedding.tower import DEFAULT_STAGES, at_input_size, build_tower, mirror_wrap, stages_of
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, HardNegativeMiner, plot_curves
 
@@ -98,8 +99,11 @@ def train_model(
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
+    start_card = read_card(from_model) if from_model is not None else None
     if trim_background is None:
-        trim_background = from_model is not None and trims_background(read_card(from_model))
+        trim_background = start_card is not None and trims_background(start_card)
+    if input_size is None:
+        input_size = int(start_card["input_size"]) if start_card is not None else 96
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
@@ -129,6 +133,7 @@ def train_model(
 
     if from_model is not None:
         tower = _trainable_tower(keras.models.load_model(from_model / "tower.keras", compile=False))
+        tower = at_input_size(tower, input_size)
     else:
         tower = build_tower(input_size, dim, stages=stages or DEFAULT_STAGES)
     if init is not None:
