@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=None, help="training folder (default: tuxpaint training split)")
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument(
+        "--patience", type=int, default=12, help="stop after this many epochs without a better validation loss"
+    )
     ap.add_argument("--steps-per-epoch", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--views", type=int, default=24)
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=args.minutes,
         steps=args.steps,
         steps_per_epoch=args.steps_per_epoch,
+        patience=args.patience,
         batch_size=args.batch_size,
         views=args.views,
         loss=args.loss,
