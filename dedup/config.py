@@ -35,6 +35,12 @@ IVF_MIN_VECTORS = 100_000
 INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
+#: Backbones a tower can be built on (dedup.embedding.backbones registers each; listed here so the command line
+#: can offer them without importing Keras). The first is dedup's own small CNN, trained from scratch.
+BACKBONE_NAMES = ("residual-cnn", "efficientnet-lite0")
+#: The backbone ``dedup train`` builds unless told otherwise: ImageNet-pretrained features carry over to catalogs the
+#: model never saw (docs/benchmarks.md, transfer matrix).
+DEFAULT_BACKBONE = "efficientnet-lite0"
 
 
 class QueryView(NamedTuple):

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--input-size", type=int, default=None, help="input side in px (default: the --from-model's, else 96)"
     )
+    ap.add_argument("--backbone", default=None, help="trunk: residual-cnn or efficientnet-lite0 (default)")
+    ap.add_argument("--dim", type=int, default=128, help="embedding dimension")
     ap.add_argument("--stages", default=None, help="tower stages, WIDTHxBLOCKS each (default: the shipped ones)")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
@@ -94,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         from_model=args.from_model,
         input_size=args.input_size,
         stages=parse_stages(args.stages) if args.stages else None,
+        backbone=args.backbone,
+        dim=args.dim,
         learning_rate=args.learning_rate,
         phone_share=args.phone_share,
         seed=args.seed,

@@ -44,10 +44,39 @@ def build_backbone(
     return keras.Model(inp, layers.Concatenate(name="pooled")([avg, mx]), name="backbone")
 
 
+@keras.saving.register_keras_serializable(package="dedup")
+class GeMPooling(layers.Layer):
+    """Generalised-mean pooling: ``(mean over h, w of max(x, eps)^p)^(1/p)`` with a learned ``p`` (Radenović 2018).
+
+    ``p = 1`` is average pooling and ``p → ∞`` max pooling; retrieval and copy detection models settle
+    around 3, which weighs the strongest local responses (the product) above the background.
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.p_init = float(p)
+        self.eps = float(eps)
+
+    def build(self, input_shape: Any) -> None:
+        self.p = self.add_weight(
+            name="p", shape=(), initializer=keras.initializers.Constant(self.p_init), trainable=True
+        )
+
+    def call(self, x: Any) -> Any:
+        p = ops.maximum(self.p, 1.0)
+        pooled = ops.mean(ops.power(ops.maximum(x, self.eps), p), axis=(1, 2))  # (n, c)
+        return ops.power(pooled, 1.0 / p)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "p": self.p_init, "eps": self.eps}
+
+
 def build_tower(
     input_size: int = 96,
     dim: int = 128,
     *,
+    backbone: str = "residual-cnn",
+    pretrained: bool = False,
     stages: tuple[tuple[int, int, int], ...] = DEFAULT_STAGES,
     block: str = "conv",
     mirror_invariant: bool = False,
@@ -55,27 +84,68 @@ def build_tower(
 ) -> keras.Model:
     """The embedding tower: ``(n, S, S, 3)`` uint8 RGB → ``(n, dim)`` float32 L2-normalised rows.
 
+    ``backbone`` names the trunk (:data:`dedup.embedding.backbones.BACKBONES`); ``pretrained`` loads its
+    ImageNet weights (ModelError where it has none, or their package is not installed). The residual
+    CNN pools with global average and max pooling inside its trunk (``stages`` and ``block`` shape it);
+    other trunks end in a feature map, pooled here with :class:`GeMPooling`.
+
     With ``mirror_invariant`` the pooled features of the image and of its mirror image are summed
     before the projection, so a mirrored copy gets exactly the same embedding; it costs twice the
     convolutions in training too (3× slower measured), so the default trains a single-path tower
     with mirrored positives and makes it exactly invariant afterwards with :func:`mirror_wrap`.
     Colour is kept: nothing here discards channels, so colour variants can stay apart.
     """
+    from dedup.embedding.backbones import get_backbone, trunk_name
+
     if input_size < 32 or dim < 8:
         raise ValueError(f"input_size must be ≥ 32 and dim ≥ 8 (got {input_size}, {dim})")
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS} (got {block!r})")
+    spec = get_backbone(backbone)
     inp = keras.Input((input_size, input_size, 3), dtype="uint8", name="image")
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(ops.cast(inp, "float32"))
-    backbone = build_backbone(input_size, stages, block=block)
-    feats = backbone(x)
+    x = layers.Rescaling(spec.scale, offset=spec.offset, name="rescale")(ops.cast(inp, "float32"))
+    if spec.name == "residual-cnn":
+        trunk = build_backbone(input_size, stages, block=block)  # named "backbone": older towers load as before
+        pool: Any = None
+    else:
+        trunk = spec.build(input_size)
+        pool = GeMPooling(name="gem")
+    if pretrained:
+        if spec.load_pretrained is None:
+            from dedup.errors import ConfigError
+
+            raise ConfigError(f"backbone {spec.name!r} has no pretrained weights; train it from scratch")
+        spec.load_pretrained(trunk)
+    if trunk.name != "backbone" and trunk.name != trunk_name(spec):
+        raise ValueError(f"trunk of {spec.name} must be named {trunk_name(spec)} (got {trunk.name})")
+
+    def features(t: Any) -> Any:
+        y = trunk(t)
+        return pool(y) if pool is not None else y
+
+    feats = features(x)
     if mirror_invariant:
-        feats = layers.Add(name="mirror_sum")([feats, backbone(HorizontalFlip(name="mirror")(x))])
+        feats = layers.Add(name="mirror_sum")([feats, features(HorizontalFlip(name="mirror")(x))])
     if dropout:
         feats = layers.Dropout(dropout, name="dropout")(feats)
     emb = layers.Dense(dim, name="project")(feats)
     out = layers.UnitNormalization(axis=-1, name="l2")(emb)
-    return keras.Model(inp, out, name=f"tower_{input_size}_{dim}")
+    tag = "" if spec.name == "residual-cnn" else f"{spec.name}_"
+    return keras.Model(inp, out, name=f"tower_{tag}{input_size}_{dim}")
+
+
+def freeze_batchnorm(model: keras.Model) -> int:
+    """Make every BatchNorm layer of ``model`` non-trainable (it then runs on its stored statistics); returns count.
+
+    Fine-tuning a pretrained trunk with small CPU batches of near-duplicates would otherwise replace
+    ImageNet's statistics with those of a few dozen look-alike images a step.
+    """
+    frozen = 0
+    for layer in layers_of(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen
 
 
 def mirror_wrap(tower: keras.Model) -> keras.Model:
@@ -149,8 +219,12 @@ def at_input_size(tower: keras.Model, size: int) -> keras.Model:
     """
     if tower.input_shape[1] == size:
         return tower
+    from dedup.embedding.backbones import backbone_of
+
     dim = int(tower.output_shape[-1])
-    resized = build_tower(size, dim, stages=stages_of(tower))
+    spec = backbone_of(tower)
+    kwargs: dict[str, Any] = {"stages": stages_of(tower)} if spec.name == "residual-cnn" else {}
+    resized = build_tower(size, dim, backbone=spec.name, **kwargs)
     copied = copy_weights(tower, resized)
     if copied != len(resized.weights):
         raise ValueError(f"only {copied} of {len(resized.weights)} weight tensors fit the {size} px tower")

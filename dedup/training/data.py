@@ -33,7 +33,7 @@ from dedup.config import IMAGE_EXTENSIONS
 from dedup.errors import ImageError, InputError
 from dedup.imaging import iter_image_files, load_image, to_model_input
 from dedup.training import augment
-from dedup.training.sources import tuxpaint_images
+from dedup.training.sources import training_sources, tuxpaint_images
 from dedup.workers import init_worker
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Pool:
 def load_identities(data_dir: Path | None) -> list[Identity]:
     """Identities of a data folder in one of the layouts of this module (None: tuxpaint training split)."""
     if data_dir is None:
-        files = tuxpaint_images("train")
+        files = [p for found in training_sources().values() for p in found]
         return [Identity((p,), group=i) for i, p in enumerate(files)]
     if data_dir.is_file() and data_dir.suffix.lower() == ".csv":
         return load_pair_identities(data_dir)

@@ -1,8 +1,17 @@
 """Where training and held-out images come from, and the fixed split between them.
 
-Source images are Debian's ``tuxpaint-stamps-default`` and ``tuxpaint-data`` PNG/JPEG files. A stable,
-content-independent split by relative path keeps every image either in training or in the held-out
-set (used for ``catalog_samples/`` and the accuracy benchmark), never both.
+Training sources (every one listed in the model card, see :func:`training_sources`):
+
+* Debian's ``tuxpaint-stamps-default`` and ``tuxpaint-data`` PNG/JPEG files (clip-art stamps, starter
+  pictures, template photos). A stable, content-independent split by relative path keeps every image
+  either in training or in the held-out set (used for ``catalog_samples/`` and the accuracy
+  benchmark), never both;
+* Debian's ``gnome-icon-theme``: its 256 px icons (devices, applications, places: product-like
+  renderings), all of them, when the package is installed;
+* the sample photographs that scikit-image ships (``skimage.data``), when it is installed.
+
+Image families that the accuracy benchmark holds out entirely (game art, wallpaper photographs; see
+``benchmarks/make_accuracy_set.py``) are never listed here.
 """
 
 from __future__ import annotations
@@ -10,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from typing import Literal
+
+GNOME_ICONS = Path("/usr/share/icons/gnome/256x256")
 
 TUXPAINT_ROOTS = (Path("/usr/share/tuxpaint/stamps"), Path("/usr/share/tuxpaint"))
 #: One image in this many goes to the held-out split.
@@ -43,3 +54,55 @@ def tuxpaint_images(split: Split = "train", root: Path = Path("/usr/share/tuxpai
             if split == "all" or split_of(rel) == split:
                 files.append(p)
     return files
+
+
+def gnome_icons(root: Path = GNOME_ICONS) -> list[Path]:
+    """The distinct 256 px PNG icons of ``gnome-icon-theme`` (symlinked aliases counted once), sorted."""
+    if not root.is_dir():
+        return []
+    seen: dict[Path, Path] = {}
+    for p in sorted(root.rglob("*.png")):
+        real = p.resolve()
+        if real.is_file() and real not in seen:
+            seen[real] = p
+    return sorted(seen.values())
+
+
+def skimage_photos() -> list[Path]:
+    """The colour and grey sample photographs bundled with scikit-image (none if it is not installed)."""
+    try:
+        import skimage
+    except ImportError:
+        return []
+    base = Path(skimage.__file__).parent / "data"
+    photos = (
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "motorcycle_left.png",
+        "rocket.jpg",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "retina.jpg",
+        "coins.png",
+        "camera.png",
+        "moon.png",
+        "page.png",
+        "text.png",
+        "color.png",
+        "logo.png",
+        "microaneurysms.png",
+        "grass.png",
+        "gravel.png",
+        "brick.png",
+    )
+    return [base / name for name in photos if (base / name).is_file()]
+
+
+def training_sources() -> dict[str, list[Path]]:
+    """The default training images by source (empty lists for packages that are not installed)."""
+    return {
+        "tuxpaint (training split)": tuxpaint_images("train"),
+        "gnome-icon-theme 256px": gnome_icons(),
+        "scikit-image sample photos": skimage_photos(),
+    }

@@ -28,6 +28,9 @@ def train_model(
     *,
     input_size: int | None = None,
     dim: int = 128,
+    backbone: str | None = None,
+    pretrained: bool = True,
+    freeze_bn: bool = True,
     stages: tuple[tuple[int, int, int], ...] | None = None,
     loss: str = "infonce",
     temperature: float = 0.1,
@@ -72,6 +75,9 @@ def train_model(
     tower's ``(filters, stride, blocks)`` stages (default :data:`dedup.embedding.tower.DEFAULT_STAGES`; a
     ``from_model`` tower keeps its own). ``input_size`` is the side of the square input (None: the
     ``from_model`` card's, else 96); a ``from_model`` tower fine-tuned at another size keeps its weights.
+    ``backbone`` names the trunk (:data:`dedup.config.BACKBONE_NAMES`; None: the ``from_model``'s, else
+    :data:`dedup.config.DEFAULT_BACKBONE`); ``pretrained`` starts it from its ImageNet weights where it has
+    them; ``freeze_bn`` keeps a pretrained trunk's BatchNorm statistics fixed while fine-tuning.
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -83,7 +89,15 @@ def train_model(
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
-    from dedup.embedding.tower import DEFAULT_STAGES, at_input_size, build_tower, mirror_wrap, stages_of
+    from dedup.embedding.backbones import backbone_of, get_backbone
+    from dedup.embedding.tower import (
+        DEFAULT_STAGES,
+        at_input_size,
+        build_tower,
+        freeze_batchnorm,
+        mirror_wrap,
+        stages_of,
+    )
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, HardNegativeMiner, plot_curves
 
@@ -134,8 +148,24 @@ def train_model(
     if from_model is not None:
         tower = _trainable_tower(keras.models.load_model(from_model / "tower.keras", compile=False))
         tower = at_input_size(tower, input_size)
+        spec = backbone_of(tower)
+        if backbone is not None and backbone != spec.name:
+            raise ConfigError(f"--from-model {from_model} is a {spec.name} tower, not {backbone}")
+        assert start_card is not None
+        backbone_card = {
+            **spec.card(pretrained=False),
+            **start_card.get("backbone", {}),
+            "fine_tuned_from": str(from_model),
+        }
     else:
-        tower = build_tower(input_size, dim, stages=stages or DEFAULT_STAGES)
+        spec = get_backbone(backbone)
+        use_pretrained = pretrained and spec.load_pretrained is not None
+        tower = build_tower(
+            input_size, dim, backbone=spec.name, pretrained=use_pretrained, stages=stages or DEFAULT_STAGES
+        )
+        backbone_card = spec.card(pretrained=use_pretrained)
+    if freeze_bn and spec.load_pretrained is not None:
+        log.info("BatchNorm statistics frozen in %d layers", freeze_batchnorm(tower))
     if init is not None:
         tower.load_weights(init)
     model = SiameseModel(tower, loss_fn)
@@ -178,7 +208,7 @@ def train_model(
 
     n_train_id = int(len(train_idx))
     card: dict[str, Any] = {
-        "model_name": f"tower-{input_size}px-{dim}d",
+        "model_name": f"tower-{'' if spec.name == 'residual-cnn' else spec.name + '-'}{input_size}px-{dim}d",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": {
             "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",
@@ -194,12 +224,16 @@ def train_model(
             "collage_identities": int(sum(1 for i in pool.identities if i.collage_seed is not None)),
             "pool_seconds": round(pool_seconds, 1),
         },
+        "backbone": backbone_card,
         "architecture": {
-            "tower": "plain 3x3 conv residual stages, BN, ReLU6, global avg+max pooling, dense, L2",
+            "tower": f"{spec.description}; "
+            + ("global avg+max pooling" if spec.name == "residual-cnn" else "GeM pooling")
+            + ", dense, L2",
+            "batchnorm": "frozen (ImageNet statistics)" if freeze_bn and spec.load_pretrained else "trained",
             "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference"
             if mirror_pass
             else "learned: mirrored copies are training positives",
-            "stages": [list(st) for st in stages_of(tower)],
+            "stages": [list(st) for st in stages_of(tower)] if spec.name == "residual-cnn" else None,
             "params": int(tower.count_params()),
         },
         "input_size": input_size,
