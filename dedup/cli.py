@@ -21,6 +21,8 @@ import click
 
 from dedup import __version__
 from dedup.config import (
+    BACKBONE_NAMES,
+    DEFAULT_BACKBONE,
     DEFAULT_K,
     ENV_DB_URL,
     ENV_INDEX_KIND,
@@ -458,6 +460,25 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     show_default=True,
     help="Share of the augmented views that are phone photos of the product.",
 )
+@click.option(
+    "--backbone",
+    type=click.Choice(BACKBONE_NAMES),
+    default=None,
+    help=f"Trunk of the tower [default: the --from model's, else {DEFAULT_BACKBONE}, from its ImageNet weights].",
+)
+@click.option(
+    "--pretrained/--from-scratch",
+    default=True,
+    show_default=True,
+    help="Start a pretrained backbone from its ImageNet weights (needs the [train] extra).",
+)
+@click.option(
+    "--frozen-blocks",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Leading blocks of a pretrained trunk kept fixed (faster steps, ImageNet's low-level features kept).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 def train(
     data_dir: str | None,
@@ -481,6 +502,9 @@ def train(
     mirror_pass: bool,
     trim_background: bool | None,
     phone_share: float,
+    backbone: str | None,
+    pretrained: bool,
+    frozen_blocks: int,
     seed: int,
 ) -> None:
     """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
@@ -527,6 +551,9 @@ def train(
         mirror_pass=mirror_pass,
         trim_background=trim_background,
         phone_share=phone_share,
+        backbone=backbone,
+        pretrained=pretrained,
+        frozen_blocks=frozen_blocks,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )

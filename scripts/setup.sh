@@ -20,4 +20,4 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[serve,dev]"
+.venv/bin/python -m pip install -q -e ".[serve,train,dev]"

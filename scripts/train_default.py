@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--backbone", default=None, help="trunk: residual-cnn or efficientnet-lite0 (default)")
     ap.add_argument("--dim", type=int, default=128, help="embedding dimension")
+    ap.add_argument("--frozen-blocks", type=int, default=5, help="leading blocks of a pretrained trunk kept fixed")
     ap.add_argument("--stages", default=None, help="tower stages, WIDTHxBLOCKS each (default: the shipped ones)")
     ap.add_argument("--learning-rate", type=float, default=2e-3)
     ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         input_size=args.input_size,
         stages=parse_stages(args.stages) if args.stages else None,
         backbone=args.backbone,
+        frozen_blocks=args.frozen_blocks,
         dim=args.dim,
         learning_rate=args.learning_rate,
         phone_share=args.phone_share,

@@ -230,3 +230,41 @@ def test_large_catalogs_get_an_ivf_index(tmp_path: Path) -> None:
     with Store(config, ivf_min_vectors=1000) as store:  # under the limit again: rebuilt as exact
         assert store.index.kind == "flat"
         _index_matches_catalog(store)
+
+
+def test_a_store_of_another_model_asks_for_a_re_ingest(tmp_path: Path) -> None:
+    """Vectors of another model live in another space: report and query refuse (exit 4) until ingest re-embeds."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dedup.cli import cli
+    from dedup.config import default_model_dir
+    from dedup.errors import EXIT_STORE, StoreError
+    from dedup.service import build_report
+
+    folder = tmp_path / "photos"
+    paths = _make_images(folder, 6)
+    with open_store(tmp_path / "s") as store:
+        ingest_folder(store, folder)
+        old_id = store.encoder.model_id
+    other = tmp_path / "other-model"
+    shutil.copytree(default_model_dir(), other)
+    card = json.loads((other / "model_card.json").read_text())
+    card["preprocess"]["trim_background"] = not card["preprocess"].get("trim_background", False)
+    (other / "model_card.json").write_text(json.dumps(card))  # other inputs, other vectors: another model id
+    with open_store(tmp_path / "s", model=other) as store:
+        assert store.encoder.model_id != old_id
+        with pytest.raises(StoreError, match=r"6 of 6 images .* another model .*dedup ingest"):
+            build_report(store, save=False)
+        with pytest.raises(StoreError, match="re-embed"):
+            next(iter(query_paths(store, [paths[0]], 3)))
+    run = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "--model", str(other), "report"])
+    assert run.exit_code == EXIT_STORE and "dedup ingest" in run.output
+    with open_store(tmp_path / "s", model=other) as store:
+        again = ingest_folder(store, folder)
+        assert again.new + again.changed + again.reused == 6
+        assert store.catalog.ok_images_by_model() == {store.encoder.model_id: 6}
+        report = build_report(store, save=False)
+        assert isinstance(report, dict)
+        _index_matches_catalog(store)

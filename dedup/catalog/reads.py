@@ -53,6 +53,12 @@ def known_files(session: Session, paths: Sequence[str] | None) -> dict[str, Know
     return found
 
 
+def ok_images_by_model(session: Session) -> dict[str, int]:
+    """How many usable (ok) images each model embedded, by model id."""
+    stmt = select(Image.model_id, func.count()).where(Image.status == STATUS_OK).group_by(Image.model_id)
+    return {str(model_id): int(n) for model_id, n in session.execute(stmt)}
+
+
 def vector_ids(session: Session, sha256s: Iterable[str], model_id: str) -> dict[str, int]:
     """Ids of the vectors already stored for these contents under ``model_id``, by sha256."""
     found: dict[str, int] = {}

@@ -254,6 +254,11 @@ class Catalog:
         with self._session() as s:
             return reads.product(s, product_id)
 
+    def ok_images_by_model(self) -> dict[str, int]:
+        """How many usable images each model embedded, by model id (one entry unless a re-ingest is due)."""
+        with self._session() as s:
+            return reads.ok_images_by_model(s)
+
     def stats(self) -> dict[str, object]:
         """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
         with self._session() as s:

