@@ -5,6 +5,10 @@ Each contender runs in its own process (so peak RSS is its own) over the same fi
     python benchmarks/make_jpegs.py bench-data/jpegs -n 5000
     python benchmarks/ingest_speed.py bench-data/jpegs
     python benchmarks/ingest_speed.py catalog_samples/catalog
+    python benchmarks/ingest_speed.py bench-data/jpegs --model bench-data/models/old   # a second model beside
+
+pHash runs twice: in one process, and on as many worker processes as the machine has cores (what a user
+would run instead of dedup, which uses every core); ``ingest_time_over_phash_pool`` is against the latter.
 
 Decode-only is dedup's loader over the folder with two threads; decode stage is ingest's own decoding (the
 same per-file work, pixel hash and background trim included, in worker processes as ingest runs it), so
@@ -88,6 +92,27 @@ for p in files:
 print(n)
 """
 
+# pHash on every core: a process pool over the files, as a user would run it at scale.
+PHASH_POOL = """
+import os, sys
+from multiprocessing import Pool
+import imagehash
+from PIL import Image
+from dedup.config import IMAGE_EXTENSIONS
+from dedup.imaging import iter_image_files
+def work(p):
+    try:
+        with Image.open(p) as im:
+            imagehash.phash(im)
+        return 1
+    except Exception:
+        return 0
+if __name__ == "__main__":
+    files = iter_image_files(sys.argv[1], IMAGE_EXTENSIONS)
+    with Pool(os.cpu_count()) as pool:
+        print(sum(pool.map(work, files, chunksize=32)))
+"""
+
 
 def _tree_rss_mb(root: int) -> float:
     """Summed RSS of ``root`` and its descendants now, from /proc (shared pages count in each: an upper bound)."""
@@ -146,9 +171,10 @@ def _run(cmd: list[str]) -> dict[str, float]:
     }
 
 
-def _round(folder: Path, size: int, trim: bool) -> dict[str, dict[str, float]]:
+def _round(folder: Path, size: int, trim: bool, models: list[Path]) -> dict[str, dict[str, float]]:
     """One run of each contender over ``folder``, back to back."""
     results = {"phash": _run([sys.executable, "-c", PHASH, str(folder)])}
+    results["phash_pool"] = _run([sys.executable, "-c", PHASH_POOL, str(folder)])
     results["decode_only"] = _run([sys.executable, "-c", DECODE_ONLY, str(folder), str(size)])
     stage = [sys.executable, "-c", DECODE_STAGE, str(folder), str(size), "trim" if trim else "whole"]
     results["decode_stage"] = _run(stage)
@@ -158,12 +184,22 @@ def _round(folder: Path, size: int, trim: bool) -> dict[str, dict[str, float]]:
         results["dedup_ingest"] = _run(ingest)
         results["dedup_ingest_again"] = _run(ingest)
         shutil.rmtree(store, ignore_errors=True)
+        for k, model in enumerate(models):
+            other = Path(tmp) / f"store{k}"
+            cmd = [sys.executable, "-m", "dedup", "-q", "--store", str(other), "--model", str(model), "ingest"]
+            results[f"dedup_ingest_model{k + 1}"] = _run([*cmd, str(folder)])
     return results
 
 
 def _ratios(r: dict[str, dict[str, float]]) -> dict[str, float]:
     return {
         "ingest_time_over_phash": r["dedup_ingest"]["seconds"] / r["phash"]["seconds"],
+        "ingest_time_over_phash_pool": r["dedup_ingest"]["seconds"] / r["phash_pool"]["seconds"],
+        **{
+            f"{name[len('dedup_') :]}_time_over_phash_pool": v["seconds"] / r["phash_pool"]["seconds"]
+            for name, v in r.items()
+            if name.startswith("dedup_ingest_model")
+        },
         "ingest_speed_over_decode_only": r["decode_only"]["seconds"] / r["dedup_ingest"]["seconds"],
         "ingest_cpu_over_decode_only_cpu": r["dedup_ingest"]["cpu_seconds"] / r["decode_only"]["cpu_seconds"],
         "ingest_speed_over_decode_stage": r["decode_stage"]["seconds"] / r["dedup_ingest"]["seconds"],
@@ -175,6 +211,7 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--json", type=Path, default=ROOT / "bench-data" / "ingest_speed.json")
     parser.add_argument("--size", type=int, default=None, help="model input size (default: the model's)")
+    parser.add_argument("--model", type=Path, action="append", default=[], help="another model folder to time")
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of all contenders; figures are the medians (default 3)"
     )
@@ -191,7 +228,7 @@ def main() -> None:
     # shared machine weighs on both sides of a ratio rather than on one contender.
     rounds = []
     for i in range(max(1, args.rounds)):
-        rounds.append(_round(args.folder, size, encoder.trim))
+        rounds.append(_round(args.folder, size, encoder.trim, args.model))
         print(f"  round {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in _ratios(rounds[-1]).items()), flush=True)
     results: dict[str, dict[str, float]] = {}
     for name in rounds[0]:
@@ -224,6 +261,7 @@ def main() -> None:
                 "images": n,
                 "folder": str(args.folder),
                 "model_id": encoder.model_id,
+                "other_models": [str(m) for m in args.model],
                 "results": results,
                 "ratios": ratios,
                 "rounds": rounds,

@@ -15,9 +15,10 @@ ingested into a throw-away store, so phone queries run through ``dedup.service.q
 ``dedup query`` does. Figures:
 
 - **transfer matrix**: the threshold with precision ≥ 0.99 on one family's dev pairs (and on the union of
-  every dev split, and the model card's own threshold), then precision and recall on every family's test
-  pairs at that threshold. The diagonal is the flattering number; the off-diagonal cells are what a
-  user with another catalog gets;
+  every dev split, on the union of the calibration families' dev splits — every family but ``--holdout``,
+  default ``wallpapers``: the rule of the shipped threshold — and the model card's own threshold), then
+  precision and recall on every family's test pairs at that threshold. The diagonal is the flattering
+  number; the off-diagonal cells are what a user with another catalog gets;
 - recall per duplicate kind on each test split at the card threshold;
 - phone-photo Recall@1 and @5 (ranking distinct products), and **distractor rejection**: the other
   families' phone photos queried against this family's catalog (their product is not there), the share
@@ -102,7 +103,7 @@ def nearest_distances(store: Any, paths: list[Path]) -> np.ndarray:
     return np.asarray(out, np.float64)
 
 
-def run_model(model: Path | None, sets: dict[str, Path]) -> dict[str, Any]:
+def run_model(model: Path | None, sets: dict[str, Path], holdout: tuple[str, ...] = ()) -> dict[str, Any]:
     """Every figure of one model over the families (see the module docstring)."""
     started = time.perf_counter()
     result: dict[str, Any] = {"model": str(model or "shipped default"), "families": {}}
@@ -128,10 +129,13 @@ def run_model(model: Path | None, sets: dict[str, Path]) -> dict[str, Any]:
                 pairs[fam, "dev"]["dist"], pairs[fam, "dev"]["labels"], TARGET_PRECISION
             )
             thresholds[f"dev:{fam}"] = None if found is None else found[0]
-        union_d = np.concatenate([pairs[f, "dev"]["dist"] for f in sets])
-        union_l = np.concatenate([pairs[f, "dev"]["labels"] for f in sets])
-        found = metrics.threshold_at_precision(union_d, union_l, TARGET_PRECISION)
-        thresholds["dev:union"] = None if found is None else found[0]
+        for name, fams in (("dev:all", list(sets)), ("dev:calibration", [f for f in sets if f not in holdout])):
+            if not fams:
+                continue
+            union_d = np.concatenate([pairs[f, "dev"]["dist"] for f in fams])
+            union_l = np.concatenate([pairs[f, "dev"]["labels"] for f in fams])
+            found = metrics.threshold_at_precision(union_d, union_l, TARGET_PRECISION)
+            thresholds[name] = None if found is None else found[0]
         result["thresholds"] = thresholds
         result["matrix"] = {
             name: {fam: scores(pairs[fam, "test"], t) for fam in sets} if t is not None else None
@@ -197,7 +201,7 @@ def print_tables(results: list[dict[str, Any]], families: list[str]) -> None:
 
 
 def write_union_truth(sets: dict[str, Path], out: Path) -> None:
-    """One ``path,group,kind`` CSV of every family's dev split (absolute paths), for ``dedup calibrate``."""
+    """One ``path,group,kind`` CSV of these families' dev splits (absolute paths), for ``dedup calibrate``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -214,15 +218,23 @@ def main() -> None:
     ap.add_argument("--model", type=Path, action="append", default=None, help="model folder (repeatable)")
     ap.add_argument("--families", default=",".join(make_accuracy_set.FAMILIES))
     ap.add_argument("--json", type=Path, default=ROOT / "bench-data" / "transfer.json")
-    ap.add_argument("--write-union-truth", type=Path, default=None, help="write the union dev truth CSV and stop")
+    ap.add_argument(
+        "--holdout",
+        default="wallpapers",
+        help="families left out of the 'dev:calibration' threshold (the shipped threshold's rule), comma-separated",
+    )
+    ap.add_argument(
+        "--write-union-truth", type=Path, default=None, help="write the calibration families' dev truth CSV and stop"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     sets = ensure_sets(families)
+    holdout = tuple(f.strip() for f in args.holdout.split(",") if f.strip())
     if args.write_union_truth is not None:
-        write_union_truth(sets, args.write_union_truth)
+        write_union_truth({f: p for f, p in sets.items() if f not in holdout}, args.write_union_truth)
         return
-    results = [run_model(m, sets) for m in (args.model or [None])]
+    results = [run_model(m, sets, holdout) for m in (args.model or [None])]
     print_tables(results, families)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2, default=float))

@@ -44,14 +44,18 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 
 
 class QueryView(NamedTuple):
-    """One view of a query photo: the centred crop keeping ``fraction`` of each side (1.0 is the whole photo),
-    mirrored left-right or not. Written ``0.85`` or ``0.85m``."""
+    """One view of a query photo: the crop keeping ``fraction`` of each side (1.0 is the whole photo), centred
+    at ``(cx, cy)`` (fractions of the width and height; the crop is kept inside the frame), mirrored
+    left-right or not. Written ``0.85`` (centred), ``0.85m`` (mirrored) or ``0.6@0.3:0.7`` (off-centre)."""
 
     fraction: float
     mirror: bool = False
+    cx: float = 0.5
+    cy: float = 0.5
 
     def __str__(self) -> str:
-        return f"{self.fraction:g}{'m' if self.mirror else ''}"
+        at = "" if (self.cx, self.cy) == (0.5, 0.5) else f"@{self.cx:g}:{self.cy:g}"
+        return f"{self.fraction:g}{'m' if self.mirror else ''}{at}"
 
 
 #: The views of a query photo that go through the model; a catalog image scores its best view. A crop frames the
@@ -82,23 +86,25 @@ def query_tower_from_env() -> str:
 
 
 def parse_query_views(text: str) -> tuple[QueryView, ...]:
-    """Comma-separated views (``1``, ``0.85``, ``0.85m``) → QueryViews; ConfigError if one is malformed."""
+    """Comma-separated views (``1``, ``0.85``, ``0.85m``, ``0.6@0.3:0.7``) → QueryViews; ConfigError if malformed."""
     views: list[QueryView] = []
     for part in text.split(","):
-        item = part.strip().lower()
+        item, _, at = part.strip().lower().partition("@")
         mirror = item.endswith("m")
         try:
             fraction = float(item[:-1] if mirror else item)
+            cx, cy = (float(v) for v in at.split(":")) if at else (0.5, 0.5)
         except ValueError:
-            fraction = -1.0
-        if not 0.0 < fraction <= 1.0:
+            fraction, cx, cy = -1.0, 0.5, 0.5
+        if not 0.0 < fraction <= 1.0 or not (0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0):
             from dedup.errors import ConfigError
 
             raise ConfigError(
                 f"{ENV_QUERY_VIEWS} must be comma-separated side fractions in (0, 1], each optionally followed by "
-                f"'m' (mirrored), e.g. '0.85,0.85m'; got {text!r}"
+                f"'m' (mirrored) and '@X:Y' (the crop's centre, fractions of the frame), e.g. '1,0.6@0.3:0.7'; "
+                f"got {text!r}"
             )
-        views.append(QueryView(fraction, mirror))
+        views.append(QueryView(fraction, mirror, cx, cy))
     return tuple(views)
 
 

@@ -288,15 +288,17 @@ def decode_files(paths: Sequence[str | os.PathLike[str]], preprocess: ModelInput
 
 
 def view_images(img: Image.Image, views: Sequence[QueryView]) -> list[Image.Image]:
-    """The ``views`` of ``img`` in order: centred crops keeping each view's fraction of each side, mirrored
-    when the view says so (a whole, unmirrored view is ``img`` itself)."""
+    """The ``views`` of ``img`` in order: crops keeping each view's fraction of each side around the view's
+    centre (moved inwards so the crop stays in the frame), mirrored when the view says so (a whole,
+    unmirrored view is ``img`` itself)."""
     w, h = img.size
     out = []
     for view in views:
         if not 0.0 < view.fraction <= 1.0:
             raise ValueError(f"view fractions must be in (0, 1], got {view.fraction}")
         cw, ch = max(1, round(w * view.fraction)), max(1, round(h * view.fraction))
-        x0, y0 = (w - cw) // 2, (h - ch) // 2
+        x0 = (w - cw) // 2 if view.cx == 0.5 else min(max(0, round(w * view.cx - cw / 2)), w - cw)
+        y0 = (h - ch) // 2 if view.cy == 0.5 else min(max(0, round(h * view.cy - ch / 2)), h - ch)
         crop = img if (cw, ch) == (w, h) else img.crop((x0, y0, x0 + cw, y0 + ch))
         out.append(crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if view.mirror else crop)
     return out

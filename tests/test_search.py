@@ -31,6 +31,16 @@ def test_views_keep_the_centre_and_mirror_it() -> None:
         view_images(img, (QueryView(0.0),))
 
 
+def test_off_centre_views_crop_around_their_centre_inside_the_frame() -> None:
+    img = Image.new("RGB", (200, 100), "white")
+    img.paste((0, 0, 255), (0, 0, 60, 30))  # blue in the top-left corner
+    corner, clamped = view_images(img, (QueryView(0.5, cx=0.25, cy=0.25), QueryView(0.5, cx=0.0, cy=1.0)))
+    assert corner.size == clamped.size == (100, 50)
+    assert corner.getpixel((5, 5)) == (0, 0, 255) and corner.getpixel((80, 40)) == (255, 255, 255)
+    assert clamped.getpixel((5, 5)) == (255, 255, 255)  # bottom-left quarter: moved inwards, no blue
+    assert str(QueryView(0.6, True, 0.3, 0.7)) == "0.6m@0.3:0.7"
+
+
 @pytest.fixture
 def three_view_store(ingested: tuple[Store, IngestSummary], monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     """The ingested samples opened again with queries looking at three views."""
@@ -44,7 +54,10 @@ def test_query_views_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(ENV_QUERY_VIEWS, "1, 0.7M")
     assert query_views_from_env() == (QueryView(1.0), QueryView(0.7, mirror=True))
     assert ",".join(map(str, query_views_from_env())) == "1,0.7m"
-    for bad in ("0", "1,x", "1.5", "m", "0.8mm", "1,"):
+    monkeypatch.setenv(ENV_QUERY_VIEWS, "1,0.6@0.3:0.7,0.6m@1:0")
+    assert query_views_from_env() == (QueryView(1.0), QueryView(0.6, False, 0.3, 0.7), QueryView(0.6, True, 1.0, 0.0))
+    assert ",".join(map(str, query_views_from_env())) == "1,0.6@0.3:0.7,0.6m@1:0"
+    for bad in ("0", "1,x", "1.5", "m", "0.8mm", "1,", "0.6@0.3", "0.6@2:0.5", "0.6@a:b"):
         monkeypatch.setenv(ENV_QUERY_VIEWS, bad)
         with pytest.raises(ConfigError):
             query_views_from_env()

@@ -61,8 +61,9 @@ def test_colour_variant_rotates_hue_and_skips_grey_images() -> None:
 def test_threshold_at_precision_on_toy_distances() -> None:
     pos = np.array([0.1, 0.2, 0.3, 0.6])  # duplicates; the last sits past the first negative
     neg = np.array([0.5, 0.9, 1.2])  # other products
-    assert threshold_at_precision(pos, neg, 0.99) == pytest.approx(0.3)
-    assert threshold_at_precision(pos, neg, 0.75) == pytest.approx(0.6)
+    # The one rule of dedup.matching.metrics: cut halfway between the last accepted and the next distance.
+    assert threshold_at_precision(pos, neg, 0.99) == pytest.approx(0.4)
+    assert threshold_at_precision(pos, neg, 0.75) == pytest.approx(0.75)
     assert threshold_at_precision(np.array([0.5]), np.array([0.1]), 0.99) == 0.0
 
 

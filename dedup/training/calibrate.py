@@ -6,25 +6,21 @@ from typing import Any
 
 import numpy as np
 
+from dedup.matching import metrics
 from dedup.training.data import ALL_KINDS, Pool
 
 
 def threshold_at_precision(pos: np.ndarray, neg: np.ndarray, target: float = 0.99) -> float:
-    """The largest distance ``t`` whose pairs ``d ≤ t`` have precision ≥ ``target``.
+    """The largest distance ``t`` whose pairs ``d ≤ t`` have precision ≥ ``target``; 0.0 if none does.
 
-    ``pos`` are distances of duplicate pairs (label 1), ``neg`` of other pairs. Returns 0.0 if no
-    distance reaches the target.
+    ``pos`` are distances of duplicate pairs (label 1), ``neg`` of other pairs. The one rule of
+    :func:`dedup.matching.metrics.threshold_at_precision` (ties go in together), with 0.0 — accept
+    nothing — as the training card's answer when no threshold reaches the target.
     """
     d = np.concatenate([pos, neg]).astype(np.float64)
-    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    order = np.argsort(d, kind="stable")
-    d, y = d[order], y[order]
-    tp = np.cumsum(y)
-    precision = tp / np.arange(1, len(d) + 1)
-    # Only cut between distinct distances: ties go in together.
-    last_of_tie = np.r_[d[1:] != d[:-1], True]
-    ok = np.flatnonzero((precision >= target) & last_of_tie)
-    return float(d[ok[-1]]) if len(ok) else 0.0
+    y = np.concatenate([np.ones(len(pos), np.int8), np.zeros(len(neg), np.int8)])
+    found = metrics.threshold_at_precision(d, y, target) if len(d) else None
+    return 0.0 if found is None else found[0]
 
 
 def pair_distances(emb: np.ndarray, pool: Pool, index: np.ndarray, seed: int) -> dict[str, Any]:
