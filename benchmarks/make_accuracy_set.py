@@ -91,13 +91,22 @@ def family_sources(family: str) -> list[Path]:
     if family == "tuxpaint":
         return sorted(stamp_pool())
     if family == "wesnoth":
-        return sorted(p for p in WESNOTH_PORTRAITS.rglob("*.png") if "transparent" not in p.parts)
+        return _distinct(p for p in WESNOTH_PORTRAITS.rglob("*.png") if "transparent" not in p.parts)
     if family == "wallpapers":
-        photos = sorted(p for p in WALLPAPERS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        # lomiri-default-background.png is a symlink to warty-final-ubuntu.png: one picture, one source.
+        photos = _distinct(p for p in WALLPAPERS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         sway = sorted((WALLPAPERS / "sway").glob("*.png"), key=lambda p: p.stat().st_size)
         photos += sway[-1:]
         return [Path(f"{p}#{q}") for p in photos for q in range(4)]
     raise SystemExit(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def _distinct(paths: Any) -> list[Path]:
+    """Sorted paths, a file reached through several names (symlinks) kept once."""
+    seen: dict[Path, Path] = {}
+    for p in sorted(paths):
+        seen.setdefault(p.resolve(), p)
+    return sorted(seen.values())
 
 
 def load_source(spec: str) -> Image.Image:

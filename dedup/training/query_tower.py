@@ -123,9 +123,17 @@ def train_query_tower(
     tower = _trainable_tower(start)
     if tower.input_shape[1] != size:
         tower = _resized_tower(tower, size, int(card["dim"]))
+    from dedup.embedding.backbones import backbone_of
+    from dedup.embedding.tower import freeze_batchnorm, freeze_leading_blocks
+
+    pretrained_trunk = backbone_of(tower).load_pretrained is not None
+    if pretrained_trunk:  # as its catalog tower was fine-tuned: fixed statistics, early blocks left alone
+        freeze_batchnorm(tower)
+        freeze_leading_blocks(tower, int(card.get("architecture", {}).get("frozen_blocks") or 0))
     model = BankModel(tower, bank[train_idx], temperature=temperature)
     model(np.zeros((1, size, size, 3), np.uint8))
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=True)
+    # XLA helps the plain-conv tower on CPU and slows depthwise convolutions' gradients (see trainer.py).
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=not pretrained_trunk)
 
     with tempfile.TemporaryDirectory(prefix="dedup-query-") as tmp:
         best = Path(tmp) / "best.weights.h5"
@@ -199,9 +207,12 @@ def _resized(images: np.ndarray, size: int) -> np.ndarray:
 
 def _resized_tower(tower: Any, size: int, dim: int) -> Any:
     """The same tower for ``size`` px inputs, with ``tower``'s weights (the layers are size-independent)."""
+    from dedup.embedding.backbones import backbone_of
     from dedup.embedding.tower import build_tower, stages_of
 
-    out = build_tower(size, dim, stages=stages_of(tower))
+    spec = backbone_of(tower)
+    shape: dict[str, Any] = {"stages": stages_of(tower)} if spec.name == "residual-cnn" else {}
+    out = build_tower(size, dim, backbone=spec.name, **shape)
     out.set_weights(tower.get_weights())
     return out
 

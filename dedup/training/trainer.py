@@ -219,7 +219,8 @@ def train_model(
         "model_name": f"tower-{'' if spec.name == 'residual-cnn' else spec.name + '-'}{input_size}px-{dim}d",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": {
-            "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",
+            "source": str(data_dir) if data_dir is not None else "default training sources (dedup.training.sources)",
+            "sources": training_source_counts() if data_dir is None else {str(data_dir): n_sources},
             "source_identities": n_sources,
             "identities_with_colour_variants": len(pool),
             "colour_variant_identities": int(pool.variant.sum()),
@@ -281,6 +282,13 @@ def train_model(
     write_card(out_dir, card)
     log.info("model written to %s: threshold %.4f, val %s", out_dir, metrics["threshold"], metrics)
     return card
+
+
+def training_source_counts() -> dict[str, int]:
+    """Images per default training source (:func:`dedup.training.sources.training_sources`), for the card."""
+    from dedup.training.sources import training_sources
+
+    return {name: len(files) for name, files in training_sources().items()}
 
 
 def fit_keeping_best(
