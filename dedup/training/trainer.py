@@ -122,7 +122,8 @@ def train_model(
     if trim_background is None:
         trim_background = start_card is not None and trims_background(start_card)
     if input_size is None:
-        input_size = int(start_card["input_size"]) if start_card else get_backbone(backbone).default_input_size
+        default_spec = get_backbone(backbone or ("residual-cnn" if stages else None))
+        input_size = int(start_card["input_size"]) if start_card else default_spec.default_input_size
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
     ids = data_mod.add_colour_variants(ids, colour_variants, seed)
@@ -163,7 +164,8 @@ def train_model(
             "fine_tuned_from": str(from_model),
         }
     else:
-        spec = get_backbone(backbone)
+        # Stages shape only dedup's own CNN: asking for them without a backbone means that one.
+        spec = get_backbone(backbone or ("residual-cnn" if stages else None))
         use_pretrained = pretrained and spec.load_pretrained is not None
         tower = build_tower(
             input_size, dim, backbone=spec.name, pretrained=use_pretrained, stages=stages or DEFAULT_STAGES
