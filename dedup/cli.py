@@ -32,11 +32,14 @@ from dedup.config import (
     IVF_MIN_VECTORS,
 )
 from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, DedupError
+from dedup.training.options import LOSSES, QUANTISATIONS, DistillOptions, QueryTowerOptions, TrainOptions
 
 if TYPE_CHECKING:
     from dedup.service import Store
 
 log = logging.getLogger("dedup")
+# The training commands' option defaults, read from the one place they are defined.
+_TRAIN, _QUERY, _DISTILL = TrainOptions(), QueryTowerOptions(), DistillOptions()
 
 
 class _Group(click.Group):
@@ -392,15 +395,23 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 @cli.command()
 @click.argument("data_dir", required=False, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option("--minutes", type=click.FloatRange(min=0.1), default=None, help="Training time budget.")
-@click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True, help="Training steps (at most).")
-@click.option("--loss", type=click.Choice(["infonce", "contrastive", "triplet"]), default="infonce", show_default=True)
-@click.option("--dim", type=click.Choice(["64", "128", "256"]), default="128", show_default=True)
+@click.option(
+    "--minutes", type=click.FloatRange(min=0.1), default=_TRAIN.minutes, show_default=True, help="Fitting time budget."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=_TRAIN.steps,
+    show_default=True,
+    help="Training steps (at most).",
+)
+@click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True)
+@click.option("--dim", type=click.Choice(["64", "128", "256"]), default=str(_TRAIN.dim), show_default=True)
 @click.option(
     "--input-size",
     type=click.IntRange(min=32, max=512),
     default=None,
-    help="Input side in px [default: the --from model's, else 96].",
+    help="Input side in px [default: the --from model's, else the backbone's: 128 for efficientnet-lite0].",
 )
 @click.option(
     "--stages",
@@ -408,7 +419,13 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     help="The tower's stages, WIDTHxBLOCKS each (every stage halves the image) [default: 48x1,96x2,192x2,320x1; "
     "a --from model keeps its own].",
 )
-@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=8), default=_TRAIN.batch_size, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0.0, min_open=True),
+    default=None,
+    help="Adam's learning rate [default: the backbone's: 3e-4 for efficientnet-lite0, 2e-3 for residual-cnn].",
+)
 @click.option("--from", "from_model", default=None, help="Fine-tune from a model folder, or 'default'.")
 @click.option(
     "--init",
@@ -423,40 +440,42 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     default=None,
     help="Grow the margin from this value to --margin over the first half of training.",
 )
-@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=0.1, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=_TRAIN.temperature, show_default=True)
 @click.option(
     "--val",
     "val",
-    default="0.1",
+    default=str(_TRAIN.val_fraction),
     show_default=True,
     help="Validation: a share of the identities (e.g. 0.1) or a folder in the same layout as DATA_DIR.",
 )
 @click.option(
-    "--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per identity."
+    "--views", type=click.IntRange(min=2), default=_TRAIN.views, show_default=True, help="Augmented views per identity."
 )
-@click.option("--collages", type=click.IntRange(min=0), default=0, show_default=True, help="Collage groups to add.")
+@click.option(
+    "--collages", type=click.IntRange(min=0), default=_TRAIN.collages, show_default=True, help="Collage groups to add."
+)
 @click.option(
     "--hard-negatives",
     type=click.IntRange(min=0),
-    default=0,
+    default=_TRAIN.hard_negatives,
     show_default=True,
     help="Every N epochs, batch current look-alikes together (0: off).",
 )
 @click.option(
     "--mirror-pass/--no-mirror-pass",
-    default=True,
+    default=_TRAIN.mirror_pass,
     show_default=True,
     help="Export an exactly mirror-invariant model (twice the inference cost).",
 )
 @click.option(
     "--trim-background/--no-trim-background",
     default=None,
-    help="Crop uniform background borders from every input [default: as the --from model, else off].",
+    help="Crop uniform background borders from every input [default: as the --from model, else on].",
 )
 @click.option(
     "--phone-share",
     type=click.FloatRange(0.0, 1.0),
-    default=0.2,
+    default=_TRAIN.phone_share,
     show_default=True,
     help="Share of the augmented views that are phone photos of the product.",
 )
@@ -468,28 +487,35 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 )
 @click.option(
     "--pretrained/--from-scratch",
-    default=True,
+    default=_TRAIN.pretrained,
     show_default=True,
     help="Start a pretrained backbone from its ImageNet weights (needs the [train] extra).",
 )
 @click.option(
     "--frozen-blocks",
     type=click.IntRange(min=0),
-    default=5,
+    default=_TRAIN.frozen_blocks,
     show_default=True,
     help="Leading blocks of a pretrained trunk kept fixed (faster steps, ImageNet's low-level features kept).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--learn-gem-p/--fixed-gem-p",
+    default=_TRAIN.learn_gem_p,
+    show_default=True,
+    help="Learn the GeM pooling exponent (rounded to an integer for export) or keep it at 3.",
+)
+@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
 def train(
     data_dir: str | None,
     out_dir: str,
-    minutes: float | None,
+    minutes: float,
     steps: int,
     loss: str,
     dim: str,
     input_size: int | None,
     stages: str | None,
     batch_size: int,
+    learning_rate: float | None,
     from_model: str | None,
     init: str | None,
     margin: float | None,
@@ -505,6 +531,7 @@ def train(
     backbone: str | None,
     pretrained: bool,
     frozen_blocks: int,
+    learn_gem_p: bool,
     seed: int,
 ) -> None:
     """Train an embedding model on DATA_DIR (default: the Tux Paint training split) into --out.
@@ -539,6 +566,7 @@ def train(
         input_size=input_size,
         stages=parsed,
         batch_size=batch_size,
+        learning_rate=learning_rate,
         init=Path(init) if init else None,
         margin=margin,
         margin_start=margin_start,
@@ -554,6 +582,7 @@ def train(
         backbone=backbone,
         pretrained=pretrained,
         frozen_blocks=frozen_blocks,
+        learn_gem_p=learn_gem_p,
         seed=seed,
         command="dedup " + " ".join(sys.argv[1:]),
     )
@@ -569,27 +598,44 @@ def train(
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @click.option(
     "--stages",
-    default="48x1,96x1,192x1,320x1",
+    default=",".join(f"{w}x{n}" for w, _, n in _DISTILL.stages),
     show_default=True,
     help="The student's stages, WIDTHxBLOCKS each (every stage halves the image); the default drops the "
     "shipped tower's repeated blocks (about half its multiply-adds).",
 )
-@click.option("--minutes", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Time budget.")
-@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Steps (at most).")
-@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(0.0, min_open=True), default=1e-3, show_default=True)
-@click.option("--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per product.")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0.1),
+    default=_DISTILL.minutes,
+    show_default=True,
+    help="Time budget.",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=_DISTILL.steps, show_default=True, help="Steps (at most).")
+@click.option("--batch-size", type=click.IntRange(min=8), default=_DISTILL.batch_size, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0.0, min_open=True),
+    default=_DISTILL.learning_rate,
+    show_default=True,
+)
+@click.option(
+    "--views",
+    type=click.IntRange(min=2),
+    default=_DISTILL.views,
+    show_default=True,
+    help="Augmented views per product.",
+)
 @click.option(
     "--target-precision",
     type=click.FloatRange(0.5, 1.0),
-    default=0.99,
+    default=_DISTILL.target_precision,
     show_default=True,
     help="Precision the student's threshold is calibrated at (validation pairs).",
 )
 @click.option(
     "--pair-weight",
     type=click.FloatRange(min=0.0),
-    default=0.0,
+    default=_DISTILL.pair_weight,
     show_default=True,
     help="Weight of the teacher's view-to-view similarities in the loss (0: cosine regression alone); "
     "above 0, batches gather the student's current look-alikes, which it learns to keep as far apart as the teacher.",
@@ -600,7 +646,7 @@ def train(
     default=None,
     help="Go on training this student tower file (.keras) instead of starting from the teacher's blocks.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_DISTILL.seed, show_default=True)
 def distill(
     teacher: str,
     data_dir: str | None,
@@ -657,20 +703,43 @@ def distill(
 @cli.command("train-query")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", required=False, type=click.Path(exists=True))
-@click.option("--minutes", type=click.FloatRange(min=0.1), default=30.0, show_default=True, help="Time budget.")
-@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Steps (at most).")
-@click.option("--batch-size", type=click.IntRange(min=8), default=128, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(0.0, min_open=True), default=3e-4, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=0.05, show_default=True)
-@click.option("--views", type=click.IntRange(min=2), default=16, show_default=True, help="Augmented views per product.")
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0.1),
+    default=_QUERY.minutes,
+    show_default=True,
+    help="Time budget.",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=_QUERY.steps, show_default=True, help="Steps (at most).")
+@click.option("--batch-size", type=click.IntRange(min=8), default=_QUERY.batch_size, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=click.FloatRange(0.0, min_open=True),
+    default=_QUERY.learning_rate,
+    show_default=True,
+)
+@click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=_QUERY.temperature, show_default=True)
+@click.option(
+    "--views",
+    type=click.IntRange(min=2),
+    default=_QUERY.views,
+    show_default=True,
+    help="Augmented views per product.",
+)
 @click.option(
     "--phone-share",
     type=click.FloatRange(0.0, 1.0),
-    default=0.5,
+    default=_QUERY.phone_share,
     show_default=True,
     help="Share of the views that are phone photos of the product (the rest are copies).",
 )
-@click.option("--collages", type=click.IntRange(min=0), default=600, show_default=True, help="Collage groups to add.")
+@click.option(
+    "--collages",
+    type=click.IntRange(min=0),
+    default=_QUERY.collages,
+    show_default=True,
+    help="Collage groups to add.",
+)
 @click.option(
     "--input-size",
     type=click.IntRange(min=32, max=512),
@@ -685,12 +754,12 @@ def distill(
 )
 @click.option(
     "--quantisation",
-    type=click.Choice(["float32", "float16", "int8"]),
-    default="int8",
+    type=click.Choice(QUANTISATIONS),
+    default=_QUERY.quantisation,
     show_default=True,
     help="Weights of the TFLite export.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_QUERY.seed, show_default=True)
 def train_query(
     model_dir: str,
     data_dir: str | None,

@@ -43,37 +43,47 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dedup.training.distill import parse_stages  # noqa: E402
+from dedup.training.options import TrainOptions  # noqa: E402
 from dedup.training.trainer import train_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    d = TrainOptions()  # every default below is the shipped recipe's, defined once in dedup.training.options
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("dedup/models/default"))
-    ap.add_argument("--data", type=Path, default=None, help="training folder (default: tuxpaint training split)")
-    ap.add_argument("--minutes", type=float, default=45.0)
-    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--data", type=Path, default=None, help="training folder (default: the default sources)")
+    ap.add_argument("--minutes", type=float, default=d.minutes)
+    ap.add_argument("--steps", type=int, default=d.steps)
     ap.add_argument(
-        "--patience", type=int, default=12, help="stop after this many epochs without a better validation loss"
+        "--patience", type=int, default=d.patience, help="stop after this many epochs without a better validation loss"
     )
-    ap.add_argument("--steps-per-epoch", type=int, default=50)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--views", type=int, default=24)
-    ap.add_argument("--loss", default="infonce")
-    ap.add_argument("--collages", type=int, default=0, help="groups of same-parts, other-layout collages")
-    ap.add_argument("--hard-negatives", type=int, default=0, help="refresh look-alike batches every N epochs")
-    ap.add_argument("--no-mirror-pass", action="store_true", help="export the single-path tower")
-    ap.add_argument("--trim-background", action="store_true", help="crop uniform background borders from inputs")
+    ap.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--views", type=int, default=d.views)
+    ap.add_argument("--loss", default=d.loss)
+    ap.add_argument("--collages", type=int, default=d.collages, help="groups of same-parts, other-layout collages")
+    ap.add_argument("--hard-negatives", type=int, default=d.hard_negatives, help="refresh look-alikes every N epochs")
+    ap.add_argument(
+        "--mirror-pass", action=argparse.BooleanOptionalAction, default=d.mirror_pass, help="export the mirror wrapper"
+    )
+    ap.add_argument(
+        "--trim-background",
+        action=argparse.BooleanOptionalAction,
+        default=d.trim_background,
+        help="crop uniform background borders from inputs (default: as --from-model, else on)",
+    )
     ap.add_argument("--from-model", type=Path, default=None, help="fine-tune this model folder's tower")
+    ap.add_argument("--input-size", type=int, default=d.input_size, help="input side (default: backbone's)")
+    ap.add_argument("--backbone", default=d.backbone, help="trunk: residual-cnn or efficientnet-lite0 (the default)")
+    ap.add_argument("--dim", type=int, default=d.dim, help="embedding dimension")
+    ap.add_argument("--frozen-blocks", type=int, default=d.frozen_blocks, help="leading pretrained blocks kept fixed")
     ap.add_argument(
-        "--input-size", type=int, default=None, help="input side in px (default: the --from-model's, else 96)"
+        "--learn-gem-p", action=argparse.BooleanOptionalAction, default=d.learn_gem_p, help="learn the GeM exponent"
     )
-    ap.add_argument("--backbone", default=None, help="trunk: residual-cnn or efficientnet-lite0 (the default)")
-    ap.add_argument("--dim", type=int, default=128, help="embedding dimension")
-    ap.add_argument("--frozen-blocks", type=int, default=5, help="leading blocks of a pretrained trunk kept fixed")
-    ap.add_argument("--stages", default=None, help="tower stages, WIDTHxBLOCKS each (default: the shipped ones)")
-    ap.add_argument("--learning-rate", type=float, default=2e-3)
-    ap.add_argument("--phone-share", type=float, default=0.2, help="share of views that are phone photos")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stages", default=None, help="residual-cnn stages, WIDTHxBLOCKS each (default: the shipped ones)")
+    ap.add_argument("--learning-rate", type=float, default=d.learning_rate, help="default: the backbone's")
+    ap.add_argument("--phone-share", type=float, default=d.phone_share, help="share of views that are phone photos")
+    ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument(
         "--calibrate-truth",
         type=Path,
@@ -83,9 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python scripts/train_default.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    card = train_model(
-        args.data,
-        args.out,
+    options = TrainOptions(
         minutes=args.minutes,
         steps=args.steps,
         steps_per_epoch=args.steps_per_epoch,
@@ -95,19 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         loss=args.loss,
         collages=args.collages,
         hard_negatives=args.hard_negatives,
-        mirror_pass=not args.no_mirror_pass,
-        trim_background=args.trim_background or None,
+        mirror_pass=args.mirror_pass,
+        trim_background=args.trim_background,
         from_model=args.from_model,
         input_size=args.input_size,
         stages=parse_stages(args.stages) if args.stages else None,
         backbone=args.backbone,
         frozen_blocks=args.frozen_blocks,
+        learn_gem_p=args.learn_gem_p,
         dim=args.dim,
         learning_rate=args.learning_rate,
         phone_share=args.phone_share,
         seed=args.seed,
         command=command,
     )
+    card = train_model(args.data, args.out, options)
     print(f"threshold {card['threshold']:.4f}; validation {card['validation']}")
     if args.calibrate_truth is not None:
         import tempfile

@@ -155,3 +155,28 @@ def test_gem_with_p_one_is_average_pooling() -> None:
     np.testing.assert_allclose(np.asarray(gem(x)), x.mean(axis=(1, 2)), rtol=1e-5)
     high = np.asarray(GeMPooling(p=3.0)(x))
     assert (high >= x.mean(axis=(1, 2)) - 1e-5).all() and (high <= x.max(axis=(1, 2)) + 1e-5).all()
+
+
+def test_gem_exponent_is_fixed_unless_learned_and_rounded_for_export() -> None:
+    # A non-integer p exports as LiteRT's slow generic POW kernel (see GeMPooling): training rounds it.
+    from dedup.embedding.tower import GeMPooling, build_tower, round_gem_exponent
+
+    def gem_of(tower: object) -> GeMPooling:
+        return next(layer for layer in tower.layers if isinstance(layer, GeMPooling))  # type: ignore[attr-defined]
+
+    fixed = build_tower(64, 16, backbone="efficientnet-lite0", pretrained=True)
+    assert float(np.asarray(gem_of(fixed).p)) == 3.0
+    assert not any("gem" in w.path for w in fixed.trainable_weights)
+    learned = build_tower(64, 16, backbone="efficientnet-lite0", pretrained=True, learn_gem_p=True)
+    gem = gem_of(learned)
+    assert any("gem" in w.path for w in learned.trainable_weights)
+    gem.p.assign(2.94)
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
+    before = np.asarray(learned(x))
+    assert round_gem_exponent(learned) == (pytest.approx(2.94), 3.0)
+    assert float(np.asarray(gem.p)) == 3.0 and not gem.learn_p
+    assert not any("gem" in w.path for w in learned.trainable_weights)
+    after = np.asarray(learned(x))
+    assert 0.95 < float((before * after).sum(axis=1).min()) < 1.0  # a small move, not none
+    assert GeMPooling.from_config(gem.get_config()).learn_p is False
+    assert round_gem_exponent(build_tower(48, 16)) is None  # the residual CNN has no GeM layer

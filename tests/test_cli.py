@@ -205,7 +205,7 @@ def test_train_on_labelled_pairs_with_a_validation_folder(tmp_path: Path) -> Non
     out = tmp_path / "model"
     args = ["train", str(data / "pairs.csv"), "--out", str(out), "--val", str(val), "--steps", "2"]
     args += ["--input-size", "48", "--dim", "64", "--batch-size", "8", "--views", "3", "--no-mirror-pass"]
-    args += ["--trim-background", "--phone-share", "0.5", "--stages", "24x1,48x1,96x1"]
+    args += ["--trim-background", "--phone-share", "0.5", "--stages", "24x1,48x1,96x1", "--collages", "0"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     card = json.loads((out / "model_card.json").read_text())
@@ -213,6 +213,9 @@ def test_train_on_labelled_pairs_with_a_validation_folder(tmp_path: Path) -> Non
     assert card["data"]["validation_dir"] == str(val) and card["data"]["val_identities"] == 4
     assert card["preprocess"] == {"trim_background": True} and card["data"]["phone_share"] == 0.5
     assert card["data"]["source_identities"] == 6  # six pairs of duplicates → six products
+    # The card records every option that ran, flags and defaults alike.
+    ran = card["training"]["options"]
+    assert ran["batch_size"] == 8 and ran["collages"] == 0 and ran["hard_negatives"] == 2 and ran["val_dir"] == str(val)
     bad = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), "--val", str(tmp_path / "nope")])
     assert bad.exit_code == 2 and "--val" in bad.output
     bad = CliRunner().invoke(cli, ["train", str(data), "--out", str(out), "--stages", "24,48"])

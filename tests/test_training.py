@@ -154,7 +154,7 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
         val_fraction=0.3, workers=1, seed=0, stages=((16, 2, 1), (32, 2, 2)),
     )  # fmt: skip
     assert card["dim"] == 16 and card["training"]["steps"] == 4
-    assert card["preprocess"] == {"trim_background": False}
+    assert card["preprocess"] == {"trim_background": True}  # a new tower trims unless told otherwise
     assert card["architecture"]["stages"] == [[16, 2, 1], [32, 2, 2]]  # read back from the saved tower's layers
     enc = load_encoder(out)
     emb = enc.embed_images([_product(0), _product(1)])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 #: Stage widths and strides after the stem: (filters, stride, repeats).
@@ -46,20 +47,28 @@ def build_backbone(
 
 @keras.saving.register_keras_serializable(package="dedup")
 class GeMPooling(layers.Layer):
-    """Generalised-mean pooling: ``(mean over h, w of max(x, eps)^p)^(1/p)`` with a learned ``p`` (Radenović 2018).
+    """Generalised-mean pooling: ``(mean over h, w of max(x, eps)^p)^(1/p)`` (Radenović 2018).
 
     ``p = 1`` is average pooling and ``p → ∞`` max pooling; retrieval and copy detection models settle
     around 3, which weighs the strongest local responses (the product) above the background.
+
+    ``p`` is fixed unless ``learn_p``. A learned ``p`` drifts to a non-integer (2.94 in the shipped
+    model's fine-tune), and the exported graph then raises every feature-map value to that power with
+    LiteRT's generic ``POW`` kernel, outside XNNPACK: whole-tower throughput fell to 170 from 370 images/s
+    on 2 cores. With an integer ``p`` the converter writes the power as multiplications, so training
+    rounds a learned ``p`` before export (:func:`round_gem_exponent`; the shipped model's pair and query
+    figures on three benchmark families did not move at the third decimal).
     """
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6, **kwargs: Any) -> None:
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learn_p: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.p_init = float(p)
         self.eps = float(eps)
+        self.learn_p = bool(learn_p)
 
     def build(self, input_shape: Any) -> None:
         self.p = self.add_weight(
-            name="p", shape=(), initializer=keras.initializers.Constant(self.p_init), trainable=True
+            name="p", shape=(), initializer=keras.initializers.Constant(self.p_init), trainable=self.learn_p
         )
 
     def call(self, x: Any) -> Any:
@@ -68,7 +77,27 @@ class GeMPooling(layers.Layer):
         return ops.power(pooled, 1.0 / p)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "p": self.p_init, "eps": self.eps}
+        return {**super().get_config(), "p": self.p_init, "eps": self.eps, "learn_p": self.learn_p}
+
+
+def round_gem_exponent(tower: keras.Model) -> tuple[float, float] | None:
+    """Round the ``p`` of the tower's :class:`GeMPooling` (searched in nested models) to the nearest integer ≥ 1
+    and fix it, so the export runs on XNNPACK (see :class:`GeMPooling`). Returns ``(learned, rounded)``;
+    None when the tower has no GeM layer."""
+    todo = [tower]
+    while todo:
+        model = todo.pop()
+        for layer in model.layers:
+            if isinstance(layer, GeMPooling):
+                learned = float(np.asarray(layer.p))
+                rounded = float(max(1, round(learned)))
+                layer.p.assign(rounded)
+                layer.p.trainable = False
+                layer.learn_p = False
+                return learned, rounded
+            if isinstance(layer, keras.Model):
+                todo.append(layer)
+    return None
 
 
 def build_tower(
@@ -81,13 +110,15 @@ def build_tower(
     block: str = "conv",
     mirror_invariant: bool = False,
     dropout: float = 0.0,
+    learn_gem_p: bool = False,
 ) -> keras.Model:
     """The embedding tower: ``(n, S, S, 3)`` uint8 RGB → ``(n, dim)`` float32 L2-normalised rows.
 
     ``backbone`` names the trunk (:data:`dedup.embedding.backbones.BACKBONES`); ``pretrained`` loads its
     ImageNet weights (ModelError where it has none, or their package is not installed). The residual
     CNN pools with global average and max pooling inside its trunk (``stages`` and ``block`` shape it);
-    other trunks end in a feature map, pooled here with :class:`GeMPooling`.
+    other trunks end in a feature map, pooled here with :class:`GeMPooling` (``p = 3``, learned from
+    there with ``learn_gem_p``).
 
     With ``mirror_invariant`` the pooled features of the image and of its mirror image are summed
     before the projection, so a mirrored copy gets exactly the same embedding; it costs twice the
@@ -109,7 +140,7 @@ def build_tower(
         pool: Any = None
     else:
         trunk = spec.build(input_size)
-        pool = GeMPooling(name="gem")
+        pool = GeMPooling(learn_p=learn_gem_p, name="gem")
     if pretrained:
         if spec.load_pretrained is None:
             from dedup.errors import ConfigError

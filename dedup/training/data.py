@@ -33,6 +33,7 @@ from dedup.config import IMAGE_EXTENSIONS
 from dedup.errors import ImageError, InputError
 from dedup.imaging import iter_image_files, load_image, to_model_input
 from dedup.training import augment
+from dedup.training.options import PHONE_SHARE
 from dedup.training.sources import training_sources, tuxpaint_images
 from dedup.workers import init_worker
 
@@ -40,8 +41,7 @@ log = logging.getLogger(__name__)
 
 #: Working resolution of augmentation: the longer side of each source image is at most this.
 WORK_SIDE = 256
-#: Share of views made as phone photos; the rest are duplicate edits, drawn by these weights.
-PHONE_SHARE = 0.2
+#: Duplicate edits are drawn by these weights (the phone-photo share is ``options.PHONE_SHARE``).
 KIND_WEIGHTS = {
     "jpeg": 1.0,
     "resize": 0.7,

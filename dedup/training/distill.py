@@ -30,11 +30,9 @@ import numpy as np
 
 from dedup.errors import ConfigError
 from dedup.training import data as data_mod
+from dedup.training.options import PHONE_SHARE, DistillOptions, resolve
 
 log = logging.getLogger(__name__)
-
-#: The student's stages by default: the shipped tower's widths and strides, one block per stage.
-STUDENT_STAGES: tuple[tuple[int, int, int], ...] = ((48, 2, 1), (96, 2, 1), (192, 2, 1), (320, 2, 1))
 
 
 def parse_stages(text: str) -> tuple[tuple[int, int, int], ...]:
@@ -57,23 +55,8 @@ def distil_tower(
     teacher_dir: Path,
     out_dir: Path,
     data_dir: Path | None = None,
-    *,
-    stages: tuple[tuple[int, int, int], ...] = STUDENT_STAGES,
-    minutes: float | None = 30.0,
-    steps: int = 100_000,
-    steps_per_epoch: int = 50,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
-    views: int = 16,
-    phone_share: float | None = None,
-    val_fraction: float = 0.1,
-    patience: int = 10,
-    target_precision: float = 0.99,
-    pair_weight: float = 0.0,
-    init: Path | None = None,
-    seed: int = 0,
-    workers: int | None = None,
-    command: str | None = None,
+    options: DistillOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Train a student of the catalog tower in ``teacher_dir`` and write a full model folder to ``out_dir``.
 
@@ -86,10 +69,9 @@ def distil_tower(
     (``.keras``) to go on training instead (its stages win over ``stages``). ``pair_weight`` > 0 adds the
     relational term of :func:`relational_cosine_loss` and look-alike batches. Returns the card.
     """
+    o: DistillOptions = resolve(DistillOptions, options, overrides)
     if out_dir.resolve() == teacher_dir.resolve():
         raise ConfigError("the student needs its own folder (--out must differ from the teacher's)")
-    if batch_size < 8:
-        raise ConfigError(f"batch_size must be at least 8 (got {batch_size})")
     import keras
 
     from dedup.embedding.card import read_card, trims_background, write_card
@@ -107,46 +89,47 @@ def distil_tower(
     )
 
     started = time.time()
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(o.seed)
     card = read_card(teacher_dir)
     size, dim = int(card["input_size"]), int(card["dim"])
     trim = trims_background(card)
     teacher = _trainable_tower(keras.models.load_model(teacher_dir / card["files"]["keras"], compile=False))
 
     data = card.get("data", {})
-    share = float(data.get("phone_share", data_mod.PHONE_SHARE)) if phone_share is None else phone_share
+    share = float(data.get("phone_share", PHONE_SHARE)) if o.phone_share is None else o.phone_share
     ids = data_mod.load_identities(data_dir)
-    ids = data_mod.add_colour_variants(ids, 1 if data.get("colour_variant_identities", 1) else 0, seed)
-    ids = data_mod.add_collages(ids, int(data.get("collage_groups", 0)), seed)
+    ids = data_mod.add_colour_variants(ids, 1 if data.get("colour_variant_identities", 1) else 0, o.seed)
+    ids = data_mod.add_collages(ids, int(data.get("collage_groups", 0)), o.seed)
     t0 = time.time()
-    pool = data_mod.build_pool(ids, views, size, seed, workers=workers, trim=trim, phone_share=share)
+    pool = data_mod.build_pool(ids, o.views, size, o.seed, workers=o.workers, trim=trim, phone_share=share)
     pool_seconds = time.time() - t0
     n, v = pool.views.shape[:2]
     targets = _embed_pool(teacher, pool.views)  # (n, v, dim)
     log.info("distillation pool: %d products × %d views, teacher vectors in %.0f s", n, v, time.time() - t0)
-    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    train_idx, val_idx = data_mod.split_groups(pool, o.val_fraction, o.seed)
     val_x = pool.views[val_idx].reshape(-1, size, size, 3)
     val_t = targets[val_idx].reshape(-1, dim)
 
-    if init is not None:
-        student = _trainable_tower(keras.models.load_model(init, compile=False))
+    if o.init is not None:
+        student = _trainable_tower(keras.models.load_model(o.init, compile=False))
         copied = len(student.weights)
         stages = stages_of(student)
-        log.info("student starts from %s", init)
+        log.info("student starts from %s", o.init)
     else:
+        stages = o.stages
         student = build_tower(size, dim, stages=stages)
         copied = copy_weights(teacher, student)
         log.info("student starts from %d of its %d weight tensors taken from the teacher", copied, len(student.weights))
-    rng = np.random.default_rng(seed)
-    sampler = data_mod.BatchSampler(pool, train_idx, batch_size // 2, seed)
+    rng = np.random.default_rng(o.seed)
+    sampler = data_mod.BatchSampler(pool, train_idx, o.batch_size // 2, o.seed)
 
     def batches_forever() -> Any:
         while True:
-            if pair_weight > 0:
+            if o.pair_weight > 0:
                 picks, cols = sampler.sample_views()  # look-alikes side by side, two views each
             else:
-                picks = rng.choice(train_idx, size=batch_size)
-                cols = rng.integers(0, v, size=batch_size)
+                picks = rng.choice(train_idx, size=o.batch_size)
+                cols = rng.integers(0, v, size=o.batch_size)
             yield pool.views[picks, cols], targets[picks, cols]
 
     def val_cosine(model: Any) -> float:
@@ -155,21 +138,21 @@ def distil_tower(
     before = val_cosine(student)
     # Compile a wrapper, not the student, so the saved student file holds no optimizer state.
     fitted = keras.Model(student.input, student.output)
-    loss = relational_cosine_loss(pair_weight) if pair_weight > 0 else keras.losses.CosineSimilarity()
-    fitted.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, jit_compile=True)
+    loss = relational_cosine_loss(o.pair_weight) if o.pair_weight > 0 else keras.losses.CosineSimilarity()
+    fitted.compile(optimizer=keras.optimizers.Adam(o.learning_rate), loss=loss, jit_compile=True)
     # Model choice follows the objective: with the relational term, the same loss over the validation views.
-    monitor, mode = ("val_loss_pairs", "min") if pair_weight > 0 else ("val_cosine", "max")
+    monitor, mode = ("val_loss_pairs", "min") if o.pair_weight > 0 else ("val_cosine", "max")
 
     def val_loss_pairs(model: Any) -> float:
         emb = embed_in_batches(model, val_x)
         cos = float(np.mean(np.sum(emb * val_t, axis=1)))
-        return 1.0 - cos + pair_weight * relational_error(emb, val_t)
+        return 1.0 - cos + o.pair_weight * relational_error(emb, val_t)
 
     with tempfile.TemporaryDirectory(prefix="dedup-distil-") as tmp:
         best = Path(tmp) / "best.weights.h5"
-        budget = BudgetSchedule(learning_rate, steps, minutes)
+        budget = BudgetSchedule(o.learning_rate, o.steps, o.minutes)
         callbacks = [budget, EpochMetric("val_cosine", val_cosine)]
-        if pair_weight > 0:
+        if o.pair_weight > 0:
             callbacks += [
                 EpochMetric(monitor, val_loss_pairs),
                 HardNegativeMiner(sampler, pool.views[train_idx, 0], every=2),
@@ -178,14 +161,14 @@ def distil_tower(
             keras.callbacks.ModelCheckpoint(
                 best, monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
             ),
-            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience),
+            keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=o.patience),
         ]
         history, fit_seconds = fit_keeping_best(
-            fitted, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
+            fitted, batches_forever(), callbacks, best, steps=o.steps, steps_per_epoch=o.steps_per_epoch
         )
     val_emb = embed_in_batches(student, val_x)
     cos = np.sum(val_emb * val_t, axis=1)
-    metrics = calibrate(val_emb.reshape(len(val_idx), v, dim), pool, val_idx, target=target_precision, seed=seed)
+    metrics = calibrate(val_emb.reshape(len(val_idx), v, dim), pool, val_idx, target=o.target_precision, seed=o.seed)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     student.save(out_dir / "tower.keras")
@@ -206,7 +189,7 @@ def distil_tower(
             "threshold": metrics["threshold"],
             "validation": metrics,
             "software": _versions(),
-            "command": command or " ".join(sys.argv),
+            "command": o.command or " ".join(sys.argv),
         }
     )
     card["architecture"] = {
@@ -219,10 +202,16 @@ def distil_tower(
         "teacher": str(teacher_dir),
         "teacher_model_name": card.get("model_name"),
         "loss": "1 - cosine(student(view), teacher(view))"
-        + (f" + {pair_weight:g} × weighted mean squared error of the batch's view similarities" if pair_weight else ""),
-        "pair_weight": pair_weight,
+        + (
+            f" + {o.pair_weight:g} × weighted mean squared error of the batch's view similarities"
+            if o.pair_weight
+            else ""
+        ),
+        "pair_weight": o.pair_weight,
         "selected_by": monitor,
-        "init": str(init) if init is not None else f"teacher weights for {copied} of {len(student.weights)} tensors",
+        "init": str(o.init)
+        if o.init is not None
+        else f"teacher weights for {copied} of {len(student.weights)} tensors",
         "data": {
             "products": n,
             "train_products": int(len(train_idx)),
@@ -232,14 +221,15 @@ def distil_tower(
             "pool_seconds": round(pool_seconds, 1),
         },
         "training": fit_record(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
+            learning_rate=o.learning_rate,
+            batch_size=o.batch_size,
             steps=budget.step,
             history=history,
-            minutes=minutes,
+            minutes=o.minutes,
             fit_seconds=fit_seconds,
             started=started,
-            seed=seed,
+            seed=o.seed,
+            options=o.as_dict(),
         ),
         "validation_cosine": {
             "before": round(before, 4),

@@ -23,37 +23,17 @@ from typing import Any
 
 import numpy as np
 
-from dedup.errors import ConfigError
 from dedup.training import data as data_mod
+from dedup.training.options import QueryTowerOptions, resolve
 
 log = logging.getLogger(__name__)
-
-#: Share of the pool's views made as phone photos; the rest are duplicate edits (queries can be either).
-QUERY_PHONE_SHARE = 0.5
 
 
 def train_query_tower(
     model_dir: Path,
     data_dir: Path | None = None,
-    *,
-    minutes: float | None = 30.0,
-    steps: int = 100_000,
-    steps_per_epoch: int = 50,
-    batch_size: int = 128,
-    learning_rate: float = 3e-4,
-    temperature: float = 0.05,
-    views: int = 16,
-    phone_share: float = QUERY_PHONE_SHARE,
-    colour_variants: int = 1,
-    collages: int = 600,
-    val_fraction: float = 0.1,
-    patience: int = 10,
-    input_size: int | None = None,
-    init: Path | None = None,
-    quantisation: str = "int8",
-    seed: int = 0,
-    workers: int | None = None,
-    command: str | None = None,
+    options: QueryTowerOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Train the query tower of the model in ``model_dir`` and write it into that folder; returns the card.
 
@@ -68,10 +48,7 @@ def train_query_tower(
     file (``.keras``) to start from instead. The TFLite export is ``quantisation`` (int8 weights by default:
     half the size of float16 and no slower for the one-image batches of a query).
     """
-    if batch_size < 8:
-        raise ConfigError(f"batch_size must be at least 8 (got {batch_size})")
-    if not 0.0 < val_fraction < 0.5:
-        raise ConfigError(f"val_fraction must be in (0, 0.5) (got {val_fraction})")
+    o: QueryTowerOptions = resolve(QueryTowerOptions, options, overrides)
     import keras
 
     from dedup.embedding.card import read_card, trims_background, write_card
@@ -87,21 +64,21 @@ def train_query_tower(
     )
 
     started = time.time()
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(o.seed)
     card = read_card(model_dir)
     catalog_size = int(card["input_size"])
-    size = input_size or catalog_size
+    size = o.input_size or catalog_size
     trim = trims_background(card)
     catalog = keras.models.load_model(model_dir / card["files"]["keras"], compile=False)
 
     ids = data_mod.load_identities(data_dir)
-    ids = data_mod.add_colour_variants(ids, colour_variants, seed)
-    ids = data_mod.add_collages(ids, collages, seed)
+    ids = data_mod.add_colour_variants(ids, o.colour_variants, o.seed)
+    ids = data_mod.add_collages(ids, o.collages, o.seed)
     t0 = time.time()
-    pool = data_mod.build_pool(ids, views, size, seed, workers=workers, trim=trim, phone_share=phone_share)
+    pool = data_mod.build_pool(ids, o.views, size, o.seed, workers=o.workers, trim=trim, phone_share=o.phone_share)
     pool_seconds = time.time() - t0
-    log.info("query pool: %d products × %d views in %.0f s", len(pool), views, pool_seconds)
-    train_idx, val_idx = data_mod.split_groups(pool, val_fraction, seed)
+    log.info("query pool: %d products × %d views in %.0f s", len(pool), o.views, pool_seconds)
+    train_idx, val_idx = data_mod.split_groups(pool, o.val_fraction, o.seed)
     # (n, dim): the catalog vector of every product
     bank = embed_in_batches(catalog, _resized(pool.views[:, 0], catalog_size))
     phone = data_mod.ALL_KINDS.index("phone")
@@ -110,16 +87,16 @@ def train_query_tower(
     log.info("validation phone top-1 with the catalog tower itself: %.3f", baseline)
 
     train_bank_rows = {int(i): r for r, i in enumerate(train_idx)}
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(o.seed)
 
     def batches_forever() -> Any:
         n_views = pool.views.shape[1]
         while True:
-            picks = rng.choice(train_idx, size=batch_size)
-            v = rng.integers(0, n_views, size=batch_size)
+            picks = rng.choice(train_idx, size=o.batch_size)
+            v = rng.integers(0, n_views, size=o.batch_size)
             yield pool.views[picks, v], np.array([train_bank_rows[int(i)] for i in picks], np.int32)
 
-    start = keras.models.load_model(init or model_dir / card["files"]["keras"], compile=False)
+    start = keras.models.load_model(o.init or model_dir / card["files"]["keras"], compile=False)
     tower = _trainable_tower(start)
     if tower.input_shape[1] != size:
         tower = _resized_tower(tower, size, int(card["dim"]))
@@ -130,57 +107,58 @@ def train_query_tower(
     if pretrained_trunk:  # as its catalog tower was fine-tuned: fixed statistics, early blocks left alone
         freeze_batchnorm(tower)
         freeze_leading_blocks(tower, int(card.get("architecture", {}).get("frozen_blocks") or 0))
-    model = BankModel(tower, bank[train_idx], temperature=temperature)
+    model = BankModel(tower, bank[train_idx], temperature=o.temperature)
     model(np.zeros((1, size, size, 3), np.uint8))
     # XLA helps the plain-conv tower on CPU and slows depthwise convolutions' gradients (see trainer.py).
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=not pretrained_trunk)
+    model.compile(optimizer=keras.optimizers.Adam(o.learning_rate), jit_compile=not pretrained_trunk)
 
     with tempfile.TemporaryDirectory(prefix="dedup-query-") as tmp:
         best = Path(tmp) / "best.weights.h5"
-        budget = BudgetSchedule(learning_rate, steps, minutes)
+        budget = BudgetSchedule(o.learning_rate, o.steps, o.minutes)
         callbacks = [
             budget,
             EpochMetric("val_top1", lambda m: _top1(embed_in_batches(m.tower, val_views), bank, val_rows)),
             keras.callbacks.ModelCheckpoint(
                 best, monitor="val_top1", mode="max", save_best_only=True, save_weights_only=True
             ),
-            keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=patience),
+            keras.callbacks.EarlyStopping(monitor="val_top1", mode="max", patience=o.patience),
         ]
         history, fit_seconds = fit_keeping_best(
-            model, batches_forever(), callbacks, best, steps=steps, steps_per_epoch=steps_per_epoch
+            model, batches_forever(), callbacks, best, steps=o.steps, steps_per_epoch=o.steps_per_epoch
         )
     final = _top1(embed_in_batches(tower, val_views), bank, val_rows)
 
     tower.save(model_dir / "query_tower.keras")
-    tflite_name = f"query_tower_{quantisation}.tflite"
-    export_tflite(tower, model_dir / tflite_name, quantisation)
+    tflite_name = f"query_tower_{o.quantisation}.tflite"
+    export_tflite(tower, model_dir / tflite_name, o.quantisation)
     card["files"]["query_keras"] = "query_tower.keras"
     card["files"]["query_tflite"] = tflite_name
     card["query_tower"] = {
         "purpose": "query photos (phone shots, copies) → the catalog tower's vector of the product",
         "input_size": size,
-        "init": str(init) if init else "the catalog tower",
-        "runtime": {"quantisation": quantisation},
-        "loss": {"name": "softmax over the catalog-tower bank", "temperature": temperature},
+        "init": str(o.init) if o.init else "the catalog tower",
+        "runtime": {"quantisation": o.quantisation},
+        "loss": {"name": "softmax over the catalog-tower bank", "temperature": o.temperature},
         "data": {
             "source": str(data_dir) if data_dir is not None else "tuxpaint training split (dedup.training.sources)",
             "products": len(pool),
             "train_products": int(len(train_idx)),
             "val_products": int(len(val_idx)),
-            "views_per_product": views,
-            "phone_share": phone_share,
-            "collage_groups": collages,
+            "views_per_product": o.views,
+            "phone_share": o.phone_share,
+            "collage_groups": o.collages,
             "pool_seconds": round(pool_seconds, 1),
         },
         "training": fit_record(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
+            learning_rate=o.learning_rate,
+            batch_size=o.batch_size,
             steps=budget.step,
             history=history,
-            minutes=minutes,
+            minutes=o.minutes,
             fit_seconds=fit_seconds,
             started=started,
-            seed=seed,
+            seed=o.seed,
+            options=o.as_dict(),
         ),
         "validation": {
             "queries": int(len(val_rows)),
@@ -189,7 +167,7 @@ def train_query_tower(
             "phone_top1_query_tower": round(final, 4),
         },
         "software": _versions(),
-        "command": command or " ".join(sys.argv),
+        "command": o.command or " ".join(sys.argv),
     }
     write_card(model_dir, card)
     log.info("query tower written to %s: validation phone top-1 %.3f → %.3f", model_dir, baseline, final)

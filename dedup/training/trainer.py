@@ -18,6 +18,7 @@ import numpy as np
 
 from dedup.errors import ConfigError
 from dedup.training import data as data_mod
+from dedup.training.options import PHONE_SHARE, TrainOptions, resolve
 
 log = logging.getLogger(__name__)
 
@@ -25,68 +26,20 @@ log = logging.getLogger(__name__)
 def train_model(
     data_dir: Path | None,
     out_dir: Path,
-    *,
-    input_size: int | None = None,
-    dim: int = 128,
-    backbone: str | None = None,
-    pretrained: bool = True,
-    freeze_bn: bool = True,
-    frozen_blocks: int = 5,
-    stages: tuple[tuple[int, int, int], ...] | None = None,
-    loss: str = "infonce",
-    temperature: float = 0.1,
-    margin: float | None = None,
-    margin_start: float | None = None,
-    steps: int = 3000,
-    steps_per_epoch: int = 50,
-    minutes: float | None = None,
-    batch_size: int = 128,
-    learning_rate: float = 2e-3,
-    views: int = 16,
-    colour_variants: int = 1,
-    collages: int = 0,
-    hard_negatives: int = 0,
-    mirror_pass: bool = True,
-    trim_background: bool | None = None,
-    phone_share: float = data_mod.PHONE_SHARE,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    val_dir: Path | None = None,
-    patience: int = 12,
-    quantisation: str = "float16",
-    init: Path | None = None,
-    from_model: Path | None = None,
-    command: str | None = None,
-    workers: int | None = None,
+    options: TrainOptions | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Train a tower and write a model folder to ``out_dir``; returns the model card.
 
-    ``data_dir`` None means the tuxpaint training split; otherwise a folder in one of the layouts of
-    :mod:`dedup.training.data`. Training stops after ``steps`` steps, after ``minutes`` of fitting
-    (the pool of augmented views is made before and not counted), or when validation loss has not
-    improved for ``patience`` epochs; the weights of the best validation loss are kept. ``batch_size``
-    counts images (two views per identity). ``init`` is a ``.weights.h5`` file of the same tower to
-    start from; ``from_model`` a model folder whose ``tower.keras`` is fine-tuned (its single-path inner tower).
-    ``collages`` adds that many groups of two same-parts, other-layout collages (see
-    :func:`dedup.training.data.add_collages`); ``hard_negatives`` N > 0 refreshes look-alike clusters
-    for the batches every N epochs; ``trim_background`` crops uniform background borders from every
-    input (None: as the ``from_model`` card says, else off); ``phone_share`` of the augmented views are
-    phone photos of the product (query-side views); ``mirror_pass`` exports the exactly
-    mirror-invariant wrapper (twice the inference cost) instead of the single-path tower. ``stages`` are the
-    tower's ``(filters, stride, blocks)`` stages (default :data:`dedup.embedding.tower.DEFAULT_STAGES`; a
-    ``from_model`` tower keeps its own). ``input_size`` is the side of the square input (None: the
-    ``from_model`` card's, else the backbone's default); a ``from_model`` tower fine-tuned at another size
-    keeps its weights.
-    ``backbone`` names the trunk (:data:`dedup.config.BACKBONE_NAMES`; None: the ``from_model``'s, else
-    :data:`dedup.config.DEFAULT_BACKBONE`); ``pretrained`` starts it from its ImageNet weights where it has
-    them; ``freeze_bn`` keeps a pretrained trunk's BatchNorm statistics fixed while fine-tuning, and its stem
-    and first ``frozen_blocks`` blocks are not trained at all (their backward pass is most of a CPU step:
-    2.2 s a step of 96 images at 128 px with 5 frozen, 4.1 s with none, on 2 cores).
+    ``data_dir`` None means the default training sources (:mod:`dedup.training.sources`); otherwise a
+    folder in one of the layouts of :mod:`dedup.training.data`. ``options`` is the recipe
+    (:class:`~dedup.training.options.TrainOptions`, whose defaults made the shipped model); keyword
+    ``overrides`` change single fields of it (``train_model(d, out, steps=10)``). The weights of the best
+    validation loss are kept. A ``from_model`` tower fine-tuned at another input size keeps its weights;
+    a pretrained trunk's frozen stem and leading blocks make a CPU step cheap (their backward pass is most
+    of it: 2.2 s a step of 96 images at 128 px with 5 blocks frozen, 4.1 s with none, on 2 cores).
     """
-    if batch_size < 8 or batch_size % 2:
-        raise ConfigError(f"batch_size must be an even number ≥ 8 (got {batch_size})")
-    if not 0.0 <= val_fraction < 0.5:
-        raise ConfigError(f"val_fraction must be in [0, 0.5) (got {val_fraction})")
+    o: TrainOptions = resolve(TrainOptions, options, overrides)
     import keras
 
     from dedup.embedding.backbones import backbone_of, get_backbone
@@ -101,48 +54,49 @@ def train_model(
         freeze_batchnorm,
         freeze_leading_blocks,
         mirror_wrap,
+        round_gem_exponent,
         stages_of,
     )
     from dedup.training.calibrate import calibrate
     from dedup.training.callbacks import BudgetSchedule, HardNegativeMiner, plot_curves
 
     started = time.time()
-    keras.utils.set_random_seed(seed)
-    loss_kwargs: dict[str, Any] = {"temperature": temperature} if loss == "infonce" else {}
-    if loss != "infonce":
-        loss_kwargs.update(margin=margin, margin_start=margin_start)
-    elif margin_start is not None:
-        raise ConfigError("--margin-start needs a margin loss (contrastive or triplet)")
+    keras.utils.set_random_seed(o.seed)
+    loss_kwargs: dict[str, Any] = {"temperature": o.temperature} if o.loss == "infonce" else {}
+    if o.loss != "infonce":
+        loss_kwargs.update(margin=o.margin, margin_start=o.margin_start)
     try:
-        loss_fn = get_loss(loss, **loss_kwargs)
+        loss_fn = get_loss(o.loss, **loss_kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    start_card = read_card(from_model) if from_model is not None else None
-    if trim_background is None:
-        trim_background = start_card is not None and trims_background(start_card)
+    start_card = read_card(o.from_model) if o.from_model is not None else None
+    trim_background = o.trim_background
+    if trim_background is None:  # a fine-tune keeps its start's preprocessing; a new tower trims
+        trim_background = trims_background(start_card) if start_card is not None else True
+    input_size = o.input_size
     if input_size is None:
-        default_spec = get_backbone(backbone or ("residual-cnn" if stages else None))
+        default_spec = get_backbone(o.backbone or ("residual-cnn" if o.stages else None))
         input_size = int(start_card["input_size"]) if start_card else default_spec.default_input_size
     ids = data_mod.load_identities(data_dir)
     n_sources = len(ids)
-    ids = data_mod.add_colour_variants(ids, colour_variants, seed)
-    ids = data_mod.add_collages(ids, collages, seed)
+    ids = data_mod.add_colour_variants(ids, o.colour_variants, o.seed)
+    ids = data_mod.add_collages(ids, o.collages, o.seed)
     n_train_sources = len(ids)
-    if val_dir is not None:
-        ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
+    if o.val_dir is not None:
+        ids = ids + data_mod.offset_groups(data_mod.load_identities(o.val_dir), ids)
     t0 = time.time()
     pool = data_mod.build_pool(
-        ids, views, input_size, seed, workers=workers, trim=trim_background, phone_share=phone_share
+        ids, o.views, input_size, o.seed, workers=o.workers, trim=trim_background, phone_share=o.phone_share
     )
     pool_seconds = time.time() - t0
-    log.info("pool: %d identities × %d views in %.0f s", len(pool), views, pool_seconds)
-    train_idx, val_idx = _split(pool, ids[:n_train_sources], val_fraction, seed, val_dir is not None)
-    p = batch_size // 2
-    sampler = data_mod.BatchSampler(pool, train_idx, p, seed)
+    log.info("pool: %d identities × %d views in %.0f s", len(pool), o.views, pool_seconds)
+    train_idx, val_idx = _split(pool, ids[:n_train_sources], o.val_fraction, o.seed, o.val_dir is not None)
+    p = o.batch_size // 2
+    sampler = data_mod.BatchSampler(pool, train_idx, p, o.seed)
     validation = None
     if len(val_idx) >= 2:
-        vs = data_mod.BatchSampler(pool, val_idx, min(p, len(val_idx)), seed + 1)
+        vs = data_mod.BatchSampler(pool, val_idx, min(p, len(val_idx)), o.seed + 1)
         batches = [vs.sample() for _ in range(max(2, min(8, 4 * len(val_idx) // p)))]
         validation = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
         val_batch = len(batches[0][1])
@@ -151,32 +105,39 @@ def train_model(
         while True:
             yield sampler.sample()
 
-    if from_model is not None:
-        tower = _trainable_tower(keras.models.load_model(from_model / "tower.keras", compile=False))
+    if o.from_model is not None:
+        tower = _trainable_tower(keras.models.load_model(o.from_model / "tower.keras", compile=False))
         tower = at_input_size(tower, input_size)
         spec = backbone_of(tower)
-        if backbone is not None and backbone != spec.name:
-            raise ConfigError(f"--from-model {from_model} is a {spec.name} tower, not {backbone}")
+        if o.backbone is not None and o.backbone != spec.name:
+            raise ConfigError(f"--from-model {o.from_model} is a {spec.name} tower, not {o.backbone}")
         assert start_card is not None
         backbone_card = {
             **spec.card(pretrained=False),
             **start_card.get("backbone", {}),
-            "fine_tuned_from": str(from_model),
+            "fine_tuned_from": str(o.from_model),
         }
     else:
         # Stages shape only dedup's own CNN: asking for them without a backbone means that one.
-        spec = get_backbone(backbone or ("residual-cnn" if stages else None))
-        use_pretrained = pretrained and spec.load_pretrained is not None
+        spec = get_backbone(o.backbone or ("residual-cnn" if o.stages else None))
+        use_pretrained = o.pretrained and spec.load_pretrained is not None
         tower = build_tower(
-            input_size, dim, backbone=spec.name, pretrained=use_pretrained, stages=stages or DEFAULT_STAGES
+            input_size,
+            o.dim,
+            backbone=spec.name,
+            pretrained=use_pretrained,
+            stages=o.stages or DEFAULT_STAGES,
+            learn_gem_p=o.learn_gem_p,
         )
         backbone_card = spec.card(pretrained=use_pretrained)
-    if freeze_bn and spec.load_pretrained is not None:
+    learning_rate = o.learning_rate or spec.default_learning_rate
+    if o.freeze_bn and spec.load_pretrained is not None:
         log.info("BatchNorm statistics frozen in %d layers", freeze_batchnorm(tower))
-    if frozen_blocks and spec.load_pretrained is not None:
-        log.info("stem and %d blocks frozen (%d layers)", frozen_blocks, freeze_leading_blocks(tower, frozen_blocks))
-    if init is not None:
-        tower.load_weights(init)
+    if o.frozen_blocks and spec.load_pretrained is not None:
+        n_frozen = freeze_leading_blocks(tower, o.frozen_blocks)
+        log.info("stem and %d blocks frozen (%d layers)", o.frozen_blocks, n_frozen)
+    if o.init is not None:
+        tower.load_weights(o.init)
     model = SiameseModel(tower, loss_fn)
     model(np.zeros((1, input_size, input_size, 3), np.uint8))  # build, so checkpoints can save weights
     # XLA makes the plain-conv tower faster on CPU, but depthwise convolutions' gradients far slower.
@@ -184,41 +145,44 @@ def train_model(
 
     with tempfile.TemporaryDirectory(prefix="dedup-train-") as tmp:
         best = Path(tmp) / "best.weights.h5"
-        budget = BudgetSchedule(learning_rate, steps, minutes, on_progress=getattr(loss_fn, "set_progress", None))
+        budget = BudgetSchedule(learning_rate, o.steps, o.minutes, on_progress=getattr(loss_fn, "set_progress", None))
         monitor = "val_loss" if validation is not None else "loss"
         callbacks = [
             budget,
             keras.callbacks.ModelCheckpoint(best, monitor=monitor, save_best_only=True, save_weights_only=True),
-            keras.callbacks.EarlyStopping(monitor=monitor, patience=patience),
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=o.patience),
         ]
-        if hard_negatives > 0:
-            callbacks.append(HardNegativeMiner(sampler, pool.views[sampler.index, 0], every=hard_negatives))
+        if o.hard_negatives > 0:
+            callbacks.append(HardNegativeMiner(sampler, pool.views[sampler.index, 0], every=o.hard_negatives))
         history, fit_seconds = fit_keeping_best(
             model,
             batches_forever(),
             callbacks,
             best,
-            steps=steps,
-            steps_per_epoch=steps_per_epoch,
+            steps=o.steps,
+            steps_per_epoch=o.steps_per_epoch,
             validation_data=validation,
             validation_batch_size=val_batch if validation is not None else None,
         )
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    sym = mirror_wrap(tower) if mirror_pass else tower
+    gem_p = round_gem_exponent(tower)  # before calibration: the threshold is the exported tower's
+    if gem_p is not None:
+        log.info("GeM exponent %.4f rounded to %g for export", *gem_p)
+    sym = mirror_wrap(tower) if o.mirror_pass else tower
     eval_idx = val_idx if len(val_idx) >= 2 else train_idx
     emb = _embed_pool(sym, pool.views[eval_idx])
-    metrics = calibrate(emb, pool, eval_idx, target=0.99, seed=seed)
+    metrics = calibrate(emb, pool, eval_idx, target=0.99, seed=o.seed)
     if len(val_idx) < 2:
         log.warning("no validation split: the threshold is calibrated on training identities")
     sym.save(out_dir / "tower.keras")
-    tflite_name = f"tower_{quantisation}.tflite"
-    export_tflite(sym, out_dir / tflite_name, quantisation)
+    tflite_name = f"tower_{o.quantisation}.tflite"
+    export_tflite(sym, out_dir / tflite_name, o.quantisation)
     curves = plot_curves(history, out_dir / "curves.png")
 
     n_train_id = int(len(train_idx))
     card: dict[str, Any] = {
-        "model_name": f"tower-{'' if spec.name == 'residual-cnn' else spec.name + '-'}{input_size}px-{dim}d",
+        "model_name": f"tower-{'' if spec.name == 'residual-cnn' else spec.name + '-'}{input_size}px-{o.dim}d",
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "data": {
             "source": str(data_dir) if data_dir is not None else "default training sources (dedup.training.sources)",
@@ -228,51 +192,53 @@ def train_model(
             "colour_variant_identities": int(pool.variant.sum()),
             "train_identities": n_train_id,
             "val_identities": int(len(val_idx)),
-            "validation_dir": str(val_dir) if val_dir is not None else None,
-            "views_per_identity": views,
-            "phone_share": phone_share,
-            "collage_groups": collages,
+            "validation_dir": str(o.val_dir) if o.val_dir is not None else None,
+            "views_per_identity": o.views,
+            "phone_share": o.phone_share,
+            "collage_groups": o.collages,
             "collage_identities": int(sum(1 for i in pool.identities if i.collage_seed is not None)),
             "pool_seconds": round(pool_seconds, 1),
         },
         "backbone": backbone_card,
         "architecture": {
             "tower": f"{spec.description}; "
-            + ("global avg+max pooling" if spec.name == "residual-cnn" else "GeM pooling")
+            + ("global avg+max pooling" if gem_p is None else f"GeM pooling (p = {gem_p[1]:g})")
             + ", dense, L2",
-            "batchnorm": "frozen (ImageNet statistics)" if freeze_bn and spec.load_pretrained else "trained",
-            "frozen_blocks": frozen_blocks if spec.load_pretrained else 0,
+            "gem_p": None if gem_p is None else {"learned": round(gem_p[0], 4), "exported": gem_p[1]},
+            "batchnorm": "frozen (ImageNet statistics)" if o.freeze_bn and spec.load_pretrained else "trained",
+            "frozen_blocks": o.frozen_blocks if spec.load_pretrained else 0,
             "mirror_invariant": "exact: normalise(f(x) + f(mirror x)) at inference"
-            if mirror_pass
+            if o.mirror_pass
             else "learned: mirrored copies are training positives",
             "stages": [list(st) for st in stages_of(tower)] if spec.name == "residual-cnn" else None,
             "params": int(tower.count_params()),
         },
         "input_size": input_size,
         "preprocess": {"trim_background": trim_background},
-        "dim": dim,
+        "dim": o.dim,
         "loss": loss_fn.config(),
         "training": {
             "optimizer": "adam",
             "learning_rate": learning_rate,
             "schedule": "warm-up + cosine over the step or time budget",
-            "hard_negative_refresh_epochs": hard_negatives,
-            "batch_size": batch_size,
+            "hard_negative_refresh_epochs": o.hard_negatives,
+            "batch_size": o.batch_size,
             "steps": budget.step,
             "epochs": len(history.get("loss", [])),
-            "minutes_budget": minutes,
+            "minutes_budget": o.minutes,
             "stopped_by_budget": budget.stopped_by_budget,
             "fit_seconds": round(fit_seconds, 1),
             "total_seconds": round(time.time() - started, 1),
-            "seed": seed,
+            "seed": o.seed,
             "history": history,
+            "options": o.as_dict(),
         },
         "validation": metrics,
         "threshold": metrics["threshold"],
         "distance": "euclidean on the unit sphere",
         "software": _versions(),
-        "command": command or " ".join(sys.argv),
-        "runtime": {"quantisation": quantisation},
+        "command": o.command or " ".join(sys.argv),
+        "runtime": {"quantisation": o.quantisation},
         "files": {
             "tflite": tflite_name,
             "keras": "tower.keras",
@@ -343,8 +309,10 @@ def fit_record(
     fit_seconds: float,
     started: float,
     seed: int,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card's ``training`` section of a :func:`fit_keeping_best` run (Adam) that began at ``started``."""
+    """The card's ``training`` section of a :func:`fit_keeping_best` run (Adam) that began at ``started``;
+    ``options`` is the job's ``options.as_dict()``, so the card says every knob that ran."""
     return {
         "optimizer": "adam",
         "learning_rate": learning_rate,
@@ -356,6 +324,7 @@ def fit_record(
         "total_seconds": round(time.time() - started, 1),
         "seed": seed,
         "history": history,
+        "options": options,
     }
 
 
@@ -435,7 +404,7 @@ def recalibrate(
     if val_dir is not None:
         ids = ids + data_mod.offset_groups(data_mod.load_identities(val_dir), ids)
     trim = trims_background(card)
-    phone_share = float(data.get("phone_share", data_mod.PHONE_SHARE))
+    phone_share = float(data.get("phone_share", PHONE_SHARE))
     pool = data_mod.build_pool(
         ids, views, int(card["input_size"]), seed, workers=workers, trim=trim, phone_share=phone_share
     )
