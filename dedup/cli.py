@@ -32,7 +32,14 @@ from dedup.config import (
     IVF_MIN_VECTORS,
 )
 from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, DedupError
-from dedup.training.options import LOSSES, QUANTISATIONS, DistillOptions, QueryTowerOptions, TrainOptions
+from dedup.training.options import (
+    LOSSES,
+    QUANTISATIONS,
+    DistillOptions,
+    FitOptions,
+    QueryTowerOptions,
+    TrainOptions,
+)
 
 if TYPE_CHECKING:
     from dedup.service import Store
@@ -40,6 +47,44 @@ if TYPE_CHECKING:
 log = logging.getLogger("dedup")
 # The training commands' option defaults, read from the one place they are defined.
 _TRAIN, _QUERY, _DISTILL = TrainOptions(), QueryTowerOptions(), DistillOptions()
+
+
+def _fit_options(defaults: FitOptions) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The fit-loop options every training command shares, with ``defaults``' values (its job's options type)."""
+    options = [
+        click.option(
+            "--minutes",
+            type=click.FloatRange(min=0.1),
+            default=defaults.minutes,
+            show_default=True,
+            help="Time budget.",
+        ),
+        click.option(
+            "--steps", type=click.IntRange(min=1), default=defaults.steps, show_default=True, help="Steps (at most)."
+        ),
+        click.option("--batch-size", type=click.IntRange(min=8), default=defaults.batch_size, show_default=True),
+        click.option(
+            "--learning-rate",
+            type=click.FloatRange(0.0, min_open=True),
+            default=defaults.learning_rate,
+            show_default=True,
+        ),
+        click.option(
+            "--views",
+            type=click.IntRange(min=2),
+            default=defaults.views,
+            show_default=True,
+            help="Augmented views per product.",
+        ),
+        click.option("--seed", type=int, default=defaults.seed, show_default=True),
+    ]
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
 
 
 class _Group(click.Group):
@@ -604,28 +649,6 @@ def train(
     "shipped tower's repeated blocks (about half its multiply-adds).",
 )
 @click.option(
-    "--minutes",
-    type=click.FloatRange(min=0.1),
-    default=_DISTILL.minutes,
-    show_default=True,
-    help="Time budget.",
-)
-@click.option("--steps", type=click.IntRange(min=1), default=_DISTILL.steps, show_default=True, help="Steps (at most).")
-@click.option("--batch-size", type=click.IntRange(min=8), default=_DISTILL.batch_size, show_default=True)
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(0.0, min_open=True),
-    default=_DISTILL.learning_rate,
-    show_default=True,
-)
-@click.option(
-    "--views",
-    type=click.IntRange(min=2),
-    default=_DISTILL.views,
-    show_default=True,
-    help="Augmented views per product.",
-)
-@click.option(
     "--target-precision",
     type=click.FloatRange(0.5, 1.0),
     default=_DISTILL.target_precision,
@@ -646,7 +669,7 @@ def train(
     default=None,
     help="Go on training this student tower file (.keras) instead of starting from the teacher's blocks.",
 )
-@click.option("--seed", type=int, default=_DISTILL.seed, show_default=True)
+@_fit_options(_DISTILL)
 def distill(
     teacher: str,
     data_dir: str | None,
@@ -703,29 +726,7 @@ def distill(
 @cli.command("train-query")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("data_dir", required=False, type=click.Path(exists=True))
-@click.option(
-    "--minutes",
-    type=click.FloatRange(min=0.1),
-    default=_QUERY.minutes,
-    show_default=True,
-    help="Time budget.",
-)
-@click.option("--steps", type=click.IntRange(min=1), default=_QUERY.steps, show_default=True, help="Steps (at most).")
-@click.option("--batch-size", type=click.IntRange(min=8), default=_QUERY.batch_size, show_default=True)
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(0.0, min_open=True),
-    default=_QUERY.learning_rate,
-    show_default=True,
-)
 @click.option("--temperature", type=click.FloatRange(0.0, min_open=True), default=_QUERY.temperature, show_default=True)
-@click.option(
-    "--views",
-    type=click.IntRange(min=2),
-    default=_QUERY.views,
-    show_default=True,
-    help="Augmented views per product.",
-)
 @click.option(
     "--phone-share",
     type=click.FloatRange(0.0, 1.0),
@@ -759,7 +760,7 @@ def distill(
     show_default=True,
     help="Weights of the TFLite export.",
 )
-@click.option("--seed", type=int, default=_QUERY.seed, show_default=True)
+@_fit_options(_QUERY)
 def train_query(
     model_dir: str,
     data_dir: str | None,
