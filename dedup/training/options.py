@@ -19,9 +19,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 from dedup.errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations stay unevaluated on 3.10
 
 #: Share of augmented views made as phone photos of the product when training a catalog tower.
 PHONE_SHARE = 0.2
