@@ -49,15 +49,18 @@ log = logging.getLogger("dedup")
 _TRAIN, _QUERY, _DISTILL = TrainOptions(), QueryTowerOptions(), DistillOptions()
 
 
-def _fit_options(defaults: FitOptions) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """The fit-loop options every training command shares, with ``defaults``' values (its job's options type)."""
+def _fit_options(
+    defaults: FitOptions, learning_rate_help: str | None = None
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The fit-loop options every training command shares, with ``defaults``' values (its job's options type);
+    ``learning_rate_help`` says how a ``None`` learning rate is resolved."""
     options = [
         click.option(
             "--minutes",
             type=click.FloatRange(min=0.1),
             default=defaults.minutes,
             show_default=True,
-            help="Time budget.",
+            help="Fitting time budget (the pool of training views is built first).",
         ),
         click.option(
             "--steps", type=click.IntRange(min=1), default=defaults.steps, show_default=True, help="Steps (at most)."
@@ -67,7 +70,8 @@ def _fit_options(defaults: FitOptions) -> Callable[[Callable[..., None]], Callab
             "--learning-rate",
             type=click.FloatRange(0.0, min_open=True),
             default=defaults.learning_rate,
-            show_default=True,
+            show_default=defaults.learning_rate is not None,
+            help=learning_rate_help,
         ),
         click.option(
             "--views",
@@ -440,16 +444,6 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
 @cli.command()
 @click.argument("data_dir", required=False, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-@click.option(
-    "--minutes", type=click.FloatRange(min=0.1), default=_TRAIN.minutes, show_default=True, help="Fitting time budget."
-)
-@click.option(
-    "--steps",
-    type=click.IntRange(min=1),
-    default=_TRAIN.steps,
-    show_default=True,
-    help="Training steps (at most).",
-)
 @click.option("--loss", type=click.Choice(LOSSES), default=_TRAIN.loss, show_default=True)
 @click.option("--dim", type=click.Choice(["64", "128", "256"]), default=str(_TRAIN.dim), show_default=True)
 @click.option(
@@ -463,13 +457,6 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     default=None,
     help="The tower's stages, WIDTHxBLOCKS each (every stage halves the image) [default: 48x1,96x2,192x2,320x1; "
     "a --from model keeps its own].",
-)
-@click.option("--batch-size", type=click.IntRange(min=8), default=_TRAIN.batch_size, show_default=True)
-@click.option(
-    "--learning-rate",
-    type=click.FloatRange(0.0, min_open=True),
-    default=None,
-    help="Adam's learning rate [default: the backbone's: 3e-4 for efficientnet-lite0, 2e-3 for residual-cnn].",
 )
 @click.option("--from", "from_model", default=None, help="Fine-tune from a model folder, or 'default'.")
 @click.option(
@@ -492,9 +479,6 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     default=str(_TRAIN.val_fraction),
     show_default=True,
     help="Validation: a share of the identities (e.g. 0.1) or a folder in the same layout as DATA_DIR.",
-)
-@click.option(
-    "--views", type=click.IntRange(min=2), default=_TRAIN.views, show_default=True, help="Augmented views per identity."
 )
 @click.option(
     "--collages", type=click.IntRange(min=0), default=_TRAIN.collages, show_default=True, help="Collage groups to add."
@@ -549,7 +533,11 @@ def stats(ctx: click.Context, failed: bool, fmt: str) -> None:
     show_default=True,
     help="Learn the GeM pooling exponent (rounded to an integer for export) or keep it at 3.",
 )
-@click.option("--seed", type=int, default=_TRAIN.seed, show_default=True)
+@_fit_options(
+    _TRAIN,
+    learning_rate_help="Adam's learning rate [default: the backbone's: 3e-4 for efficientnet-lite0, "
+    "2e-3 for residual-cnn].",
+)
 def train(
     data_dir: str | None,
     out_dir: str,

@@ -40,6 +40,7 @@ The previous default (the 96 px residual CNN trained from scratch, with its quer
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import sys
@@ -99,30 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     command = "python scripts/train_default.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    options = TrainOptions(
-        minutes=args.minutes,
-        steps=args.steps,
-        steps_per_epoch=args.steps_per_epoch,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        views=args.views,
-        loss=args.loss,
-        collages=args.collages,
-        hard_negatives=args.hard_negatives,
-        mirror_pass=args.mirror_pass,
-        trim_background=args.trim_background,
-        from_model=args.from_model,
-        input_size=args.input_size,
-        stages=parse_stages(args.stages) if args.stages else None,
-        backbone=args.backbone,
-        frozen_blocks=args.frozen_blocks,
-        learn_gem_p=args.learn_gem_p,
-        dim=args.dim,
-        learning_rate=args.learning_rate,
-        phone_share=args.phone_share,
-        seed=args.seed,
-        command=command,
-    )
+    # The flags are named after TrainOptions' fields; --stages is the one that needs parsing.
+    fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    chosen = {k: v for k, v in vars(args).items() if k in fields}
+    chosen["stages"] = parse_stages(args.stages) if args.stages else None
+    options = TrainOptions(**chosen, command=command)
     card = train_model(args.data, args.out, options)
     print(f"threshold {card['threshold']:.4f}; validation {card['validation']}")
     if args.calibrate_truth is not None:

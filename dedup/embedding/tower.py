@@ -81,23 +81,17 @@ class GeMPooling(layers.Layer):
 
 
 def round_gem_exponent(tower: keras.Model) -> tuple[float, float] | None:
-    """Round the ``p`` of the tower's :class:`GeMPooling` (searched in nested models) to the nearest integer ≥ 1
-    and fix it, so the export runs on XNNPACK (see :class:`GeMPooling`). Returns ``(learned, rounded)``;
-    None when the tower has no GeM layer."""
-    todo = [tower]
-    while todo:
-        model = todo.pop()
-        for layer in model.layers:
-            if isinstance(layer, GeMPooling):
-                learned = float(np.asarray(layer.p))
-                rounded = float(max(1, round(learned)))
-                layer.p.assign(rounded)
-                layer.p.trainable = False
-                layer.learn_p = False
-                return learned, rounded
-            if isinstance(layer, keras.Model):
-                todo.append(layer)
-    return None
+    """Round the ``p`` of the tower's :class:`GeMPooling` to the nearest integer ≥ 1 and fix it, so the export
+    runs on XNNPACK (see :class:`GeMPooling`). Returns ``(learned, rounded)``; None when the tower has no GeM."""
+    gem = next((layer for layer in tower.layers if isinstance(layer, GeMPooling)), None)
+    if gem is None:
+        return None
+    learned = float(np.asarray(gem.p))
+    rounded = float(max(1, round(learned)))
+    gem.p.assign(rounded)
+    gem.p.trainable = False
+    gem.learn_p = False
+    return learned, rounded
 
 
 def build_tower(

@@ -38,6 +38,11 @@ LOSSES: tuple[str, ...] = ("infonce", "contrastive", "triplet")
 QUANTISATIONS: tuple[str, ...] = ("float16", "int8", "float32")
 
 
+def _check_one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """What every training job's fit loop takes.
@@ -98,11 +103,6 @@ class FitOptions:
             out[f.name] = value
         return out
 
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """The default of option ``name`` (for the CLI's option declarations)."""
-        return next(f.default for f in dataclasses.fields(cls) if f.name == name)
-
 
 @dataclass(frozen=True)
 class TrainOptions(FitOptions):
@@ -155,12 +155,10 @@ class TrainOptions(FitOptions):
         super().__post_init__()
         if self.batch_size % 2:
             raise ConfigError(f"batch_size must be even: two views per product (got {self.batch_size})")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"loss must be one of {', '.join(LOSSES)} (got {self.loss!r})")
+        _check_one_of("loss", self.loss, LOSSES)
         if self.loss == "infonce" and self.margin_start is not None:
             raise ConfigError("--margin-start needs a margin loss (contrastive or triplet)")
-        if self.quantisation not in QUANTISATIONS:
-            raise ConfigError(f"quantisation must be one of {', '.join(QUANTISATIONS)} (got {self.quantisation!r})")
+        _check_one_of("quantisation", self.quantisation, QUANTISATIONS)
         if self.frozen_blocks < 0 or self.collages < 0 or self.hard_negatives < 0 or self.colour_variants < 0:
             raise ConfigError("frozen_blocks, collages, hard_negatives and colour_variants must be ≥ 0")
 
@@ -189,8 +187,7 @@ class QueryTowerOptions(FitOptions):
             raise ConfigError(
                 f"val_fraction must be in (0, 0.5): validation picks the weights (got {self.val_fraction})"
             )
-        if self.quantisation not in QUANTISATIONS:
-            raise ConfigError(f"quantisation must be one of {', '.join(QUANTISATIONS)} (got {self.quantisation!r})")
+        _check_one_of("quantisation", self.quantisation, QUANTISATIONS)
 
 
 @dataclass(frozen=True)
