@@ -24,14 +24,16 @@ from dedup.config import (
     BACKBONE_NAMES,
     DEFAULT_BACKBONE,
     DEFAULT_K,
+    DEFAULT_KEEP,
     ENV_DB_URL,
     ENV_INDEX_KIND,
     ENV_MODEL,
     ENV_STORE,
     INDEX_KIND_CHOICES,
     IVF_MIN_VECTORS,
+    REPORT_FORMATS,
 )
-from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, DedupError
+from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfigError, DedupError, InputError
 from dedup.training.options import (
     LOSSES,
     QUANTISATIONS,
@@ -47,6 +49,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("dedup")
 # The training commands' option defaults, read from the one place they are defined.
 _TRAIN, _QUERY, _DISTILL = TrainOptions(), QueryTowerOptions(), DistillOptions()
+# The keeper policy of `report` and `evaluate`.
+_KEEP_OPTION = click.option(
+    "--keep",
+    default=DEFAULT_KEEP,
+    show_default=True,
+    help="Keeper policy, best rule first: central (closest in pixels to every other copy), detail (sharpest), "
+    "resolution, size, oldest, newest, folder:PATH.",
+)
 
 
 def _fit_options(
@@ -232,16 +242,18 @@ def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, f
     default=None,
     help="Duplicate distance threshold (default: the model's calibrated one).",
 )
-@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(REPORT_FORMATS),
+    default="json",
+    show_default=True,
+    help="json, csv (one row per member), html (a page with thumbnails), remove-list (non-keepers' paths).",
+)
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, help="Write here, not to stdout."
 )
-@click.option(
-    "--keep",
-    default="resolution,size,oldest",
-    show_default=True,
-    help="Keeper policy, best rule first: resolution, size, oldest, newest, folder:PATH.",
-)
+@_KEEP_OPTION
 @click.option("--since", type=click.IntRange(min=1), default=None, help="Compare with this run (default: the last).")
 @click.option("--no-save", is_flag=True, help="Do not store this run in the history.")
 @click.pass_context
@@ -259,25 +271,46 @@ def report(
     Each run is stored (cluster ids are stable across runs) and compared with the previous one.
     Exits 10 when duplicates were found, 0 when none were.
     """
-    from dedup.service import build_report, render_report, thumbnails
+    from dedup.service import build_report, render_report, save_report, thumbnails
 
+    target = Path(output) if output else None
+    if target is not None and not target.parent.is_dir():
+        # Before the work, and before anything is saved: a run nobody saw must not become "the last run".
+        raise InputError(f"cannot write the report to {output}: the folder {target.parent} does not exist")
     with _open(ctx) as store:
-        result = build_report(store, threshold, keep=keep, since=since, save=not no_save)
+        result = build_report(store, threshold, keep=keep, since=since, save=False)
         thumbs = thumbnails(result) if fmt == "html" else None
-    text = render_report(result, fmt, thumbs)
-    s = result["summary"]
-    if output:
-        Path(output).write_text(text, encoding="utf-8")
+        text = render_report(result, fmt, thumbs)
+        if target is not None:
+            try:
+                _write_atomic(target, text)
+            except OSError as exc:
+                raise InputError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
+        else:
+            click.echo(text, nl=not text.endswith("\n"))
+        if not no_save:
+            result = save_report(store, result)
+    s = result.summary
+    if target is not None:
+        since_text = "first run" if result.previous_run_id is None else f"since run {result.previous_run_id}"
         click.echo(
-            f"{s['clusters']} clusters, {s['duplicates']} duplicates among {s['images']} images "
-            f"(run {result['run_id']}; since run {result['previous_run_id']}: {s['changes']['new']} new, "
-            f"{s['changes']['grown']} grown, {s['resolved']} resolved) -> {output}",
+            f"{s.clusters} clusters, {s.duplicates} duplicates among {s.images} images "
+            f"(run {result.run_id or '-'}; {since_text}: {s.changes['new']} new, "
+            f"{s.changes['grown']} grown, {s.resolved} resolved) -> {output}",
             err=True,
         )
-    else:
-        click.echo(text, nl=not text.endswith("\n"))
-    if result["clusters"]:
+    if result.clusters:
         ctx.exit(EXIT_DUPLICATES_FOUND)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @cli.group()
@@ -395,10 +428,17 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
     default=None,
     help="Write the precision-recall curve and the distance histogram to this file: a .png image or an .svg drawing.",
 )
+@_KEEP_OPTION
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def evaluate(
-    ctx: click.Context, truth: str, queries: str | None, threshold: float | None, sweep: str | None, fmt: str
+    ctx: click.Context,
+    truth: str,
+    queries: str | None,
+    threshold: float | None,
+    sweep: str | None,
+    keep: str,
+    fmt: str,
 ) -> None:
     """Score the model and the duplicate clusters of the store against a labelled TRUTH CSV.
 
@@ -407,13 +447,14 @@ def evaluate(
     names how a copy was made, blank or "original" for the reference) or path_a,path_b,label
     (1 = duplicate). Paths are relative to the CSV's folder; images not in the catalog are
     embedded on the fly. Prints pair precision, recall and F1 at the threshold (per kind too),
-    B-cubed F1 of the report's clusters and, with --queries, Recall@1/@5 and MRR.
+    B-cubed F1 of the report's clusters, how often the keeper is the original (when the truth
+    names originals) and, with --queries, Recall@1/@5 and MRR.
     """
     from dedup.service import evaluate as run_evaluation
     from dedup.service import evaluation_text
 
     with _open(ctx) as store:
-        result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep=sweep)
+        result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep=sweep, keep=keep)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
     else:

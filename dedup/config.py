@@ -33,6 +33,13 @@ IVF_MIN_VECTORS = 100_000
 #: "ivfpq" keeps 32 bytes of code a vector instead of its float32 values (512 bytes at 128-d); results are re-ranked
 #: on the catalog's exact vectors.
 INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
+#: Formats of ``dedup report`` (dedup.report.render renders each): the JSON of DESIGN.md, one CSV row per cluster
+#: member, a self-contained HTML page, and the paths of every non-keeper, one a line.
+REPORT_FORMATS = ("json", "csv", "html", "remove-list")
+#: The default keeper policy, best rule first (dedup.matching.keeper explains the rules; docs/benchmarks.md measures
+#: them): not a re-compressed JPEG, then the copy closest in pixels to all the others, then the sharpest, then the
+#: plain facts.
+DEFAULT_KEEP = "quality,central,detail,resolution,size,oldest"
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
 #: Backbones a tower can be built on (dedup.embedding.backbones registers each; listed here so the command line

@@ -244,6 +244,58 @@ def to_model_input(img: Image.Image, size: int, trim: bool = False) -> np.ndarra
     return np.asarray(img, dtype=np.uint8)
 
 
+#: Side of the thumbnail the ``central`` keeper rule compares (``dedup.matching.keeper``).
+KEEPER_THUMB_SIDE = 32
+#: Side of the square on which the ``detail`` keeper rule measures sharpness.
+KEEPER_DETAIL_SIDE = 256
+#: The smallest side ``keeper_signals`` needs from the decoder (``load_image(target=...)``).
+KEEPER_DECODE_TARGET = KEEPER_DETAIL_SIDE
+
+
+def keeper_signals(img: Image.Image) -> tuple[np.ndarray, float]:
+    """The pixel signals of the keeper rules: a 32×32 RGB thumbnail and a detail measure.
+
+    The thumbnail squeezes the whole picture (borders included: a padded copy must look padded). The
+    detail is the mean absolute Laplacian of the trimmed picture in grey at 256×256, so it compares
+    copies of different sizes on one scale: blur, upscaling and heavy compression lower it.
+    """
+    thumb = np.asarray(img.resize((KEEPER_THUMB_SIDE, KEEPER_THUMB_SIDE), Image.Resampling.BOX), dtype=np.uint8)
+    side = KEEPER_DETAIL_SIDE
+    grey = trim_background(img).convert("L").resize((side, side), Image.Resampling.LANCZOS)
+    g = np.asarray(grey, dtype=np.float32)
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return thumb, float(np.abs(lap).mean())
+
+
+#: The IJG (libjpeg) standard luminance quantisation table at quality 50, in natural (row-major) order.
+_IJG_LUMINANCE = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+    dtype=np.float64,
+)  # fmt: skip
+
+
+def jpeg_quality(img: Image.Image) -> float | None:
+    """The IJG quality (1–100) a JPEG's luminance table was made with, or None for other formats.
+
+    libjpeg scales its standard table by ``50 / q`` below quality 50 and by ``2 - q / 50`` above, so the
+    mean ratio of the file's table to the standard one gives ``q`` back; encoders with other tables get
+    the quality of the IJG table closest in scale. A copy re-encoded at a lower quality shows it here
+    even when its pixels look the same.
+    """
+    tables = getattr(img, "quantization", None)
+    if img.format != "JPEG" or not tables or 0 not in tables:
+        return None
+    table = np.asarray(tables[0], dtype=np.float64)
+    if table.size != 64:
+        return None
+    # Pillow lists the table in zig-zag order, so compare sorted values: the scale is what matters.
+    scale = float(np.mean(np.sort(table) / np.sort(_IJG_LUMINANCE))) * 100.0
+    quality = 100.0 - scale / 2.0 if scale <= 100.0 else 5000.0 / scale
+    return round(min(100.0, max(1.0, quality)), 1)
+
+
 @dataclass(frozen=True)
 class ModelInput:
     """How a model wants its images: the side of its square input, and whether borders are trimmed first."""

@@ -182,3 +182,20 @@ class ReviewMark(Base):
     decision: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImageSignals(Base):
+    """Pixel signals of one file content for the keeper rules, computed when a report first needs them.
+
+    Keyed by content (sha256), so copies at other paths share them; ``version`` names how they were
+    computed, and rows of another version are computed again.
+    """
+
+    __tablename__ = "image_signals"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    thumb: Mapped[bytes] = mapped_column(LargeBinary)  # 32×32 RGB, uint8, row-major
+    detail: Mapped[float] = mapped_column(Float)
+    jpeg_quality: Mapped[float | None] = mapped_column(Float)  # from the quantisation tables; NULL unless JPEG
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

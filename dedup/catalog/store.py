@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dedup.catalog import history, reads, writes
+from dedup.catalog import history, reads, signals, writes
 from dedup.catalog.coltypes import utcnow
 from dedup.catalog.engine import WRITE_OPTION, open_engine, safe_url
 from dedup.catalog.models import GENERATION_KEY, RUN_RUNNING, RUN_STATUSES, IngestRun, Meta
@@ -263,6 +263,17 @@ class Catalog:
         """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
         with self._session() as s:
             return reads.stats(s)
+
+    def keeper_signals(self, sha256s: Iterable[str], version: int) -> dict[str, signals.SignalRow]:
+        """Stored keeper-rule pixel signals (thumbnail bytes, detail, JPEG quality) by sha256, for ``version``."""
+        with self._session() as s:
+            return signals.read_signals(s, sha256s, version)
+
+    def save_keeper_signals(self, values: Mapping[str, signals.SignalRow], version: int) -> None:
+        """Store keeper-rule pixel signals by sha256 (a cache: replaces what was there)."""
+        if values:
+            with self._session(write=True) as s:
+                signals.save_signals(s, values, version)
 
     # -- report history and review decisions ---------------------------------------------------------
 

@@ -6,12 +6,13 @@ preferred member of a connected component becomes keeper, every member within th
 keeper* joins it, and the rest of the component is clustered again the same way.
 
 Review decisions: a pair confirmed as duplicates always ends in one cluster (the pair moves as one
-unit); a pair marked not-duplicate never does.
+unit, and a member within the threshold of either image of the keeper's unit joins, so a confirmed
+pair never pulls an image away from its own copies); a pair marked not-duplicate never ends in one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,44 +51,33 @@ class _UnionFind:
         return np.split(nodes[order], np.flatnonzero(np.diff(roots[order])) + 1)
 
 
-def keeper_clusters(
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    edges: tuple[np.ndarray, np.ndarray],
-    threshold: float,
-    preference: np.ndarray,
-    must_link: Iterable[tuple[int, int]] = (),
-    cannot_link: Iterable[tuple[int, int]] = (),
-) -> list[Cluster]:
-    """Group near-duplicates around keepers.
-
-    ``ids`` (n,) and unit-norm ``vectors`` (n, d) describe the catalog; ``edges`` are two arrays of row
-    positions of pairs within ``threshold`` (from a neighbour search); ``preference`` (n,) ranks keeper
-    candidates, lower is better. ``must_link`` / ``cannot_link`` are pairs of *ids* (review decisions).
-    Deterministic: clusters come largest first, then by keeper id.
-    """
-    n = len(ids)
-    if n == 0:
-        return []
-    # Id → row position by binary search: a dict over 10^6 ids would cost ~100 MB.
+def _positions_of(ids: np.ndarray) -> Callable[[int], int | None]:
+    """Id → row position by binary search: a dict over 10^6 ids would cost ~100 MB."""
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
+    n = len(ids)
 
     def position(image_id: int) -> int | None:
         k = int(np.searchsorted(sorted_ids, image_id))
         return int(order[k]) if k < n and sorted_ids[k] == image_id else None
 
-    must: list[tuple[int, int]] = []
-    for a, b in must_link:
-        pa, pb = position(a), position(b)
-        if pa is not None and pb is not None:
-            must.append((pa, pb))
-    cannot: set[tuple[int, int]] = set()
-    for a, b in cannot_link:
-        pa, pb = position(a), position(b)
-        if pa is not None and pb is not None:
-            cannot.add((min(pa, pb), max(pa, pb)))
+    return position
 
+
+def _pairs(position: Callable[[int], int | None], pairs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Id pairs as row-position pairs, dropping pairs with an id not in the catalog."""
+    out = []
+    for a, b in pairs:
+        pa, pb = position(a), position(b)
+        if pa is not None and pb is not None:
+            out.append((pa, pb))
+    return out
+
+
+def _graph(
+    n: int, edges: tuple[np.ndarray, np.ndarray], must: Sequence[tuple[int, int]]
+) -> tuple[_UnionFind, _UnionFind, np.ndarray]:
+    """The duplicate graph's components, the confirmed units, and the positions with an edge or a mark."""
     graph = _UnionFind(n)
     for a, b in zip(np.asarray(edges[0]).tolist(), np.asarray(edges[1]).tolist(), strict=True):
         graph.union(a, b)
@@ -104,6 +94,48 @@ def keeper_clusters(
             ]
         )
     )
+    return graph, units, touched
+
+
+def duplicate_components(
+    ids: np.ndarray, edges: tuple[np.ndarray, np.ndarray], must_link: Iterable[tuple[int, int]] = ()
+) -> list[list[int]]:
+    """Image ids of each connected component (of two or more) of the duplicate graph plus confirmed pairs.
+
+    The members of one component are the candidates that :func:`keeper_clusters` may put in one cluster,
+    so a keeper rule that compares members (``central``) compares them within a component.
+    """
+    if len(ids) == 0:
+        return []
+    graph, _, touched = _graph(len(ids), edges, _pairs(_positions_of(ids), must_link))
+    return [ids[comp].tolist() for comp in graph.groups(touched) if len(comp) > 1]
+
+
+def keeper_clusters(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray],
+    threshold: float,
+    preference: np.ndarray,
+    must_link: Iterable[tuple[int, int]] = (),
+    cannot_link: Iterable[tuple[int, int]] = (),
+) -> list[Cluster]:
+    """Group near-duplicates around keepers.
+
+    ``ids`` (n,) and unit-norm ``vectors`` (n, d) describe the catalog; ``edges`` are two arrays of row
+    positions of pairs within ``threshold`` (from a neighbour search); ``preference`` (n,) ranks keeper
+    candidates, lower is better. ``must_link`` / ``cannot_link`` are pairs of *ids* (review decisions).
+    A confirmed pair is one unit: another member joins the keeper's cluster when it is within the
+    threshold of any image of the keeper's unit, so confirming A ≈ B keeps B's own copies with B.
+    Deterministic: clusters come largest first, then by keeper id.
+    """
+    n = len(ids)
+    if n == 0:
+        return []
+    position = _positions_of(ids)
+    must = _pairs(position, must_link)
+    cannot = {(min(a, b), max(a, b)) for a, b in _pairs(position, cannot_link)}
+    graph, units, touched = _graph(n, edges, must)
     clusters: list[Cluster] = []
     for comp in graph.groups(touched):
         if len(comp) < 2:
@@ -131,10 +163,14 @@ def _split_component(
     while len(remaining) > 1:
         keeper = remaining[0]
         rem = np.asarray(remaining, dtype=np.int64)
-        # Distances to the keeper on the unit sphere, from the inner product.
-        dist = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[keeper]), 0.0, None))
-        d_of = dict(zip(remaining, dist.tolist(), strict=True))
-        d_of[keeper] = 0.0
+        own = np.asarray(members_of[unit_of[keeper]], dtype=np.int64)
+        # Distances on the unit sphere, from the inner product: to the keeper (reported), and to the nearest
+        # image of the keeper's unit (which decides who joins).
+        dist = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[own].T), 0.0, None))
+        to_keeper = dist[:, int(np.flatnonzero(own == keeper)[0])]
+        d_of = dict(zip(remaining, dist.min(axis=1).tolist(), strict=True))
+        k_of = dict(zip(remaining, to_keeper.tolist(), strict=True))
+        d_of[keeper] = k_of[keeper] = 0.0
         chosen = list(members_of[unit_of[keeper]])
         chosen_units = {unit_of[keeper]}
         # Other units, closest member first; a unit joins when its closest member is within the threshold.
@@ -151,12 +187,12 @@ def _split_component(
             chosen_units.add(u)
         taken = set(chosen)
         if len(chosen) > 1:
-            others = sorted((m for m in chosen if m != keeper), key=lambda m: (d_of[m], ids[m]))
+            others = sorted((m for m in chosen if m != keeper), key=lambda m: (k_of[m], ids[m]))
             out.append(
                 Cluster(
                     keeper=int(ids[keeper]),
                     members=(int(ids[keeper]), *(int(ids[m]) for m in others)),
-                    distances=(0.0, *(round(float(d_of[m]), 6) for m in others)),
+                    distances=(0.0, *(round(float(k_of[m]), 6) for m in others)),
                 )
             )
         remaining = [p for p in remaining if p not in taken]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dedup.service.cache import EmbeddingCache
     from dedup.service.evaluation import evaluate, evaluation_text
     from dedup.service.ingest import ingest_folder
-    from dedup.service.reporting import DEFAULT_KEEP, build_report, thumbnails
+    from dedup.service.reporting import DEFAULT_KEEP, build_report, save_report, thumbnails
     from dedup.service.review import mark_pair
     from dedup.service.search import (
         compare_bytes,
@@ -46,6 +46,7 @@ _LAZY = {
     "ingest_folder": "dedup.service.ingest",
     "DEFAULT_KEEP": "dedup.service.reporting",
     "build_report": "dedup.service.reporting",
+    "save_report": "dedup.service.reporting",
     "thumbnails": "dedup.service.reporting",
     "mark_pair": "dedup.service.review",
     "compare_bytes": "dedup.service.search",
@@ -108,6 +109,7 @@ __all__ = [
     "EmbeddingCache",
     "image_files",
     "render_report",
+    "save_report",
     "thumbnails",
     "mark_pair",
     "DEFAULT_KEEP",

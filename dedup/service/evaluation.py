@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dedup.config import BATCH_SIZE
+from dedup.config import BATCH_SIZE, DEFAULT_KEEP
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching import metrics
 from dedup.report.plots import sweep_svg
@@ -34,6 +34,7 @@ from dedup.report.plots_png import sweep_png
 from dedup.service.reporting import build_report
 from dedup.service.search import query_paths
 from dedup.service.store import Store
+from dedup.types import Report
 
 log = logging.getLogger(__name__)
 
@@ -205,23 +206,60 @@ def _pair_distances(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
     return np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None)).astype(np.float64)
 
 
-def _bcubed_section(store: Store, truth: Truth, from_catalog: np.ndarray, threshold: float) -> dict[str, Any]:
-    """B-cubed scores of the report's clusters (computed, not saved) against the truth groups.
+def _bcubed_section(
+    store: Store, truth: Truth, from_catalog: np.ndarray, threshold: float, keep: str = DEFAULT_KEEP
+) -> dict[str, Any]:
+    """B-cubed scores of the report's clusters (computed, not saved) against the truth groups, and how
+    often the keeper is the original.
 
-    Only images in the catalog can be in a cluster, so only they are scored.
+    Only images in the catalog can be in a cluster, so only they are scored. Where the truth names an
+    ``original`` kind, a cluster holding an original is kept right when its keeper is an original of the
+    cluster's group or has the same bytes or decoded pixels as one.
     """
-    report = build_report(store, threshold=threshold, save=False)
-    cluster_of = {m["path"]: c["id"] for c in report["clusters"] for m in c["members"]}
-    keep = np.flatnonzero(from_catalog).tolist()
-    predicted = [cluster_of.get(str(truth.paths[k]), f"single:{truth.paths[k]}") for k in keep]
-    groups = [truth.groups[k] for k in keep]
+    report = build_report(store, threshold=threshold, keep=keep, save=False)
+    cluster_of = {m.path: c.id for c in report.clusters for m in c.members}
+    keep_rows = np.flatnonzero(from_catalog).tolist()
+    predicted = [cluster_of.get(str(truth.paths[k]), f"single:{truth.paths[k]}") for k in keep_rows]
+    groups = [truth.groups[k] for k in keep_rows]
     p, r, f1 = metrics.bcubed(predicted, groups)
     return {
-        "images": len(keep),
+        "images": len(keep_rows),
         "clusters": len({c for c in predicted if not c.startswith("single:")}),
         "precision": round(p, 4),
         "recall": round(r, 4),
         "f1": round(f1, 4),
+        "keeper": keeper_accuracy(report, truth),
+    }
+
+
+def keeper_accuracy(report: Report, truth: Truth) -> dict[str, Any] | None:
+    """Of the report's clusters that hold an original (truth kind ``original``), the share whose keeper is
+    one (or a byte- or pixel-identical copy of one), and the kinds of the wrong keepers; None without
+    originals in the truth."""
+    kind_of = {str(p): k for p, k in zip(truth.paths, truth.kinds, strict=True)}
+    if "original" not in kind_of.values():
+        return None
+    with_original = right = 0
+    wrong: dict[str, int] = {}
+    for c in report.clusters:
+        originals = [m for m in c.members if kind_of.get(m.path) == "original"]
+        if not originals:
+            continue
+        with_original += 1
+        keeper = c.keep
+        # An original's tier is its likeness to the keeper: "exact" or "same_pixels" make the keeper as good.
+        same = any(o.image_id == keeper.image_id or o.tier in ("exact", "same_pixels") for o in originals)
+        if same:
+            right += 1
+        else:
+            kind = kind_of.get(keeper.path) or "unlabelled"
+            wrong[kind] = wrong.get(kind, 0) + 1
+    return {
+        "clusters_with_original": with_original,
+        "original_kept": right,
+        "accuracy": round(right / with_original, 4) if with_original else None,
+        "policy": list(report.keep_policy),
+        "wrong_keepers": dict(sorted(wrong.items(), key=lambda kv: -kv[1])),
     }
 
 
@@ -232,8 +270,7 @@ def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[st
     if key == "group":
         if truth.form != "groups":
             raise InputError("a path,group queries CSV needs a path,group ground truth to name the groups")
-        group_of = {str(p): g for p, g in zip(truth.paths, truth.groups, strict=True)}
-    ranks: list[float] = []
+        ranks: list[float] = []
     misses: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for (qpath, expected), result in zip(
@@ -306,12 +343,14 @@ def evaluate(
     queries_csv: str | os.PathLike[str] | None = None,
     threshold: float | None = None,
     sweep: str | os.PathLike[str] | None = None,
+    keep: str = DEFAULT_KEEP,
 ) -> dict[str, Any]:
     """Score the store's model against a ground truth; returns a JSON-ready dict.
 
     Sections: ``pairs`` (precision, recall, F1 at ``threshold``, default the model card's), ``by_kind``,
     ``best_f1`` and ``at_precision`` (thresholds this truth would choose), ``clusters`` (B-cubed of the
-    duplicate report's clusters; groups truths only), ``queries`` (with ``queries_csv``). With ``sweep``
+    duplicate report's clusters, and ``keeper``: how often the ``keep`` policy keeps the truth's
+    ``original``; groups truths only), ``queries`` (with ``queries_csv``). With ``sweep``
     (a ``.png`` or ``.svg`` path), writes the precision-recall curve and the distance histogram there, in the
     format its suffix names, and ``sweep`` in the result is its absolute path.
     """
@@ -363,7 +402,7 @@ def evaluate(
                 else {"threshold": None, "precision": None, "recall": None}
             ),
         },
-        "clusters": _bcubed_section(store, truth, from_catalog, thr) if truth.form == "groups" else None,
+        "clusters": _bcubed_section(store, truth, from_catalog, thr, keep) if truth.form == "groups" else None,
         "queries": _query_section(store, truth, queries_csv) if queries_csv is not None else None,
         "sweep": None,
     }
@@ -416,6 +455,13 @@ def evaluation_text(result: dict[str, Any]) -> str:
             f"clusters (B-cubed over {c['images']} images, {c['clusters']} clusters): "
             f"P {c['precision']:.4f}, R {c['recall']:.4f}, F1 {c['f1']:.4f}"
         )
+        k = c.get("keeper")
+        if k and k["accuracy"] is not None:
+            wrong = ", ".join(f"{kind} {n}" for kind, n in k["wrong_keepers"].items()) or "none"
+            lines.append(
+                f"keeper ({', '.join(k['policy'])}): the original in {k['original_kept']} of "
+                f"{k['clusters_with_original']} clusters holding one ({k['accuracy']:.4f}); wrong keepers: {wrong}"
+            )
     q = result["queries"]
     if q is not None:
         lines.append(

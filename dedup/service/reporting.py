@@ -1,7 +1,15 @@
-"""The duplicate report job: catalog vectors → neighbour graph → keeper clusters → history and diff."""
+"""The duplicate report job: catalog vectors → neighbour graph → keeper clusters → history and diff.
+
+:func:`build_report` composes the parts: the neighbour graph of the catalog's vectors
+(``dedup.index.graph``), the keeper policy's order of each component's members
+(``dedup.matching.keeper``, with pixel signals from ``dedup.service.signals``), clusters that do not
+chain (``dedup.matching.clusters``), then the change of each cluster against the previous run. The
+result is a typed :class:`~dedup.types.Report`; :func:`save_report` adds it to the history.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -10,75 +18,21 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dedup.errors import ConfigError, InputError
-from dedup.matching import keeper_clusters
+from dedup.matching import DEFAULT_KEEP, KeepPolicy, duplicate_components, keeper_clusters
+from dedup.matching.keeper import Candidate, keeper_order, keeper_reason
+from dedup.service.signals import pixel_signals
 from dedup.service.store import Store
-from dedup.types import ImageInfo
+from dedup.types import ImageInfo, Report, ReportCluster, ReportMember, ReportSummary
 
 log = logging.getLogger(__name__)
 
-DEFAULT_KEEP = "resolution,size,oldest"
-_POLICY_WORDS = {
-    "resolution": "highest resolution",
-    "size": "largest file",
-    "oldest": "ingested first",
-    "newest": "ingested last",
-}
 
-
-def parse_keep_policy(text: str) -> list[str]:
-    """Split and check a keeper policy such as ``folder:/data/master,resolution,size,oldest``."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ConfigError("the keep policy is empty; use e.g. resolution,size,oldest")
-    out = []
-    for item in items:
-        if item.startswith("folder:") and len(item) > len("folder:"):
-            # Absolute, with a trailing separator, once: "/data/master" must not match "/data/master-old/x.jpg".
-            item = "folder:" + os.path.join(os.path.abspath(item[len("folder:") :]), "")
-        elif item not in _POLICY_WORDS:
-            raise ConfigError(
-                f"unknown keep policy {item!r}; use resolution, size, oldest, newest or folder:PATH, comma-separated"
-            )
-        out.append(item)
-    return out
-
-
-def _policy_key(info: ImageInfo, policy: Sequence[str]) -> tuple[Any, ...]:
-    """Sort key of a keeper candidate under a parsed ``policy`` (smaller is better); ties end on the image id."""
-    key: list[Any] = []
-    for item in policy:
-        if item == "resolution":
-            key.append(-info.width * info.height)
-        elif item == "size":
-            key.append(-info.bytes)
-        elif item == "oldest":
-            key.append(info.ingested_at.timestamp())
-        elif item == "newest":
-            key.append(-info.ingested_at.timestamp())
-        else:  # folder:PATH, normalised by parse_keep_policy
-            key.append(0 if info.path.startswith(item[len("folder:") :]) else 1)
-    key.append(info.image_id)
-    return tuple(key)
-
-
-def _reason(keeper: ImageInfo, runner_up: ImageInfo, policy: Sequence[str]) -> str:
-    """Why the keeper won: the first policy rule that tells it from the next best member."""
-    kk, kr = _policy_key(keeper, policy), _policy_key(runner_up, policy)
-    for item, a, b in zip(policy, kk, kr, strict=False):
-        if a != b:
-            if item.startswith("folder:"):
-                return f"in the preferred folder {item[len('folder:') :]}"
-            if item == "resolution":
-                return f"highest resolution ({keeper.width}x{keeper.height})"
-            if item == "size":
-                return f"largest file ({keeper.bytes:,} bytes)"
-            return _POLICY_WORDS[item]
-    return "tie on every rule: lowest image id"
+def _candidate(info: ImageInfo) -> Candidate:
+    return Candidate(info.image_id, info.path, info.width, info.height, info.bytes, info.ingested_at.timestamp())
 
 
 def _tier(member: ImageInfo, keeper: ImageInfo) -> str:
@@ -89,21 +43,21 @@ def _tier(member: ImageInfo, keeper: ImageInfo) -> str:
     return "near"
 
 
-def _member(info: ImageInfo, distance: float, tier: str, confirmed: bool) -> dict[str, Any]:
-    return {
-        "image_id": info.image_id,
-        "path": info.path,
-        "product_id": info.product_id,
-        "title": info.title,
-        "sha256": info.sha256,
-        "width": info.width,
-        "height": info.height,
-        "bytes": info.bytes,
-        "format": info.format,
-        "distance": round(distance, 6),
-        "tier": tier,
-        "confirmed": confirmed,
-    }
+def _member(info: ImageInfo, distance: float, tier: str, confirmed: bool) -> ReportMember:
+    return ReportMember(
+        image_id=info.image_id,
+        path=info.path,
+        product_id=info.product_id,
+        title=info.title,
+        sha256=info.sha256,
+        width=info.width,
+        height=info.height,
+        bytes=info.bytes,
+        format=info.format,
+        distance=round(distance, 6),
+        tier=tier,
+        confirmed=confirmed,
+    )
 
 
 def _positions(ids: np.ndarray, wanted: Sequence[int]) -> np.ndarray:
@@ -153,12 +107,13 @@ def build_report(
     since: int | None = None,
     save: bool = True,
     exact: bool | None = None,
-) -> dict[str, Any]:
-    """Cluster the catalog's near-duplicates and return the report (the JSON of DESIGN.md, extended).
+) -> Report:
+    """Cluster the catalog's near-duplicates and return the report.
 
-    Every member is within ``threshold`` of its cluster's keeper (review-confirmed pairs excepted); the
-    keeper is chosen by the ``keep`` policy. The run is compared with run ``since`` (default: the
-    previous run) and, with ``save``, stored in the catalog's history and under ``<store>/reports/``.
+    Every member is within ``threshold`` of its cluster's keeper (or of an image confirmed as the
+    keeper's duplicate); the keeper is chosen by the ``keep`` policy (``dedup.matching.keeper``). The
+    run is compared with run ``since`` (default: the previous run); with ``save`` it is stored in the
+    catalog's history and under ``<store>/reports/`` (:func:`save_report` does it later otherwise).
     """
     started = time.monotonic()
     from dedup.index.graph import neighbour_edges
@@ -166,7 +121,7 @@ def build_report(
     thr = store.encoder.threshold if threshold is None else float(threshold)
     if not 0.0 <= thr <= 2.0:
         raise ConfigError(f"threshold must be a distance between 0 and 2, got {thr}")
-    policy = parse_keep_policy(keep)
+    policy = KeepPolicy.parse(keep)
     catalog = store.catalog
     if since is not None and catalog.report_run(since) is None:
         raise InputError(f"there is no report run {since} to compare with")
@@ -176,40 +131,40 @@ def build_report(
     marks = catalog.marks()
     must = [(x, y) for x, y, d in marks if d == "duplicate"]
     cannot = [(x, y) for x, y, d in marks if d == "not_duplicate"]
-    # Only images with a neighbour or a mark can be in a cluster: load their facts, not the whole catalog's.
-    touched = set(ids[np.unique(np.concatenate([a, b]))].tolist()) if len(a) else set()
-    touched |= {i for pair in must for i in pair}
-    infos = catalog.images(sorted(touched))
+    # Only images with a neighbour or a confirmed mark can be in a cluster: load their facts, not the catalog's.
+    components = duplicate_components(ids, (a, b), must)
+    touched = sorted({i for comp in components for i in comp})
+    infos = catalog.images(touched)
+    components = [[i for i in comp if i in infos] for comp in components]
+    candidates = {i: _candidate(info) for i, info in infos.items()}
+    signals = pixel_signals(store, infos.values()) if policy.needs_pixels else {}
+    ranked, facts = keeper_order(components, candidates, signals, policy)
     preference = np.full(len(ids), np.iinfo(np.int64).max, dtype=np.int64)
-    ranked = sorted(infos.values(), key=lambda info: _policy_key(info, policy))
-    ranked_pos = _positions(ids, [info.image_id for info in ranked])
+    ranked_pos = _positions(ids, ranked)
     known = ranked_pos >= 0
     preference[ranked_pos[known]] = np.arange(len(ranked))[known]
-    clusters = keeper_clusters(ids, vectors, (a, b), thr, preference, must_link=must, cannot_link=cannot)
+    found = keeper_clusters(ids, vectors, (a, b), thr, preference, must_link=must, cannot_link=cannot)
 
-    confirmed_pairs = {(x, y) for x, y in must}
-    out_clusters: list[dict[str, Any]] = []
-    for c in clusters:
+    confirmed_pairs = set(must)
+    rank_of = {image_id: r for r, image_id in enumerate(ranked)}
+    drafts: list[tuple[str, tuple[ReportMember, ...], tuple[str, str]]] = []
+    for c in found:
         keeper = infos[c.keeper]
-        runner_up = min((infos[m] for m in c.members[1:]), key=lambda info: _policy_key(info, policy))
-        members = []
-        for m, d in zip(c.members, c.distances, strict=True):
-            tier = "keeper" if m == c.keeper else _tier(infos[m], keeper)
-            confirmed = any((min(m, o), max(m, o)) in confirmed_pairs for o in c.members if o != m)
-            members.append(_member(infos[m], d, tier, confirmed))
-        out_clusters.append(
-            {
-                "id": cluster_id(infos[min(c.members)].path),
-                "keep": members[0],
-                "reason": _reason(keeper, runner_up, policy),
-                "members": members,
-            }
+        runner_up = min(c.members[1:], key=rank_of.__getitem__)
+        members = tuple(
+            _member(
+                infos[m],
+                d,
+                "keeper" if m == c.keeper else _tier(infos[m], keeper),
+                any((min(m, o), max(m, o)) in confirmed_pairs for o in c.members if o != m),
+            )
+            for m, d in zip(c.members, c.distances, strict=True)
         )
-    separated = [
-        {"a": x, "b": y}
-        for x, y in cannot
-        if (x in touched or y in touched) and bool((_positions(ids, [x, y]) >= 0).all())
-    ]
+        why = keeper_reason(candidates[c.keeper], candidates[runner_up], policy, signals, facts)
+        drafts.append((cluster_id(infos[min(c.members)].path), members, why))
+    separated = tuple(
+        (x, y) for x, y in cannot if (x in infos or y in infos) and bool((_positions(ids, [x, y]) >= 0).all())
+    )
 
     previous_id = since if since is not None else catalog.previous_report_run()
     previous = (
@@ -217,67 +172,74 @@ def build_report(
         if previous_id is not None
         else {}
     )
-    change, resolved = _diff({c["id"]: {m["image_id"] for m in c["members"]} for c in out_clusters}, previous)
+    change, resolved = _diff({cid: {m.image_id for m in ms} for cid, ms, _ in drafts}, previous)
+    clusters = tuple(
+        ReportCluster(id=cid, members=ms, reason=why[1], keep_rule=why[0], change=change[cid])
+        for cid, ms, why in drafts
+    )
     tiers: dict[str, int] = {}
-    for oc in out_clusters:
-        oc["change"] = change[oc["id"]]
-        for m in oc["members"][1:]:
-            tiers[m["tier"]] = tiers.get(m["tier"], 0) + 1
-    summary: dict[str, Any] = {
-        "images": int(len(ids)),
-        "clusters": len(out_clusters),
-        "duplicates": sum(len(c["members"]) - 1 for c in out_clusters),
-        "by_tier": tiers,
-        "changes": {
-            k: sum(1 for c in out_clusters if c["change"] == k)
-            for k in ("new", "grown", "shrunk", "changed", "unchanged")
-        },
-        "resolved": len(resolved),
-        "review_marks": {"duplicate": len(must), "not_duplicate": len(cannot)},
-        "seconds": round(time.monotonic() - started, 3),
-    }
-    report: dict[str, Any] = {
-        "threshold": thr,
-        "model": store.encoder.model_id,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "keep_policy": policy,
-        "run_id": None,
-        "previous_run_id": previous_id,
-        "clusters": out_clusters,
-        "resolved": [{"id": cid, "image_ids": sorted(previous[cid])} for cid in resolved],
-        "not_duplicate_marks": separated,
-        "summary": summary,
-    }
-    if save:
-        _save(store, report)
-    return report
+    for cl in clusters:
+        for m in cl.remove:
+            tiers[m.tier] = tiers.get(m.tier, 0) + 1
+    summary = ReportSummary(
+        images=int(len(ids)),
+        clusters=len(clusters),
+        duplicates=sum(len(cl.remove) for cl in clusters),
+        by_tier=tiers,
+        changes={k: sum(1 for cl in clusters if cl.change == k) for k in CHANGES},
+        resolved=len(resolved),
+        review_marks={"duplicate": len(must), "not_duplicate": len(cannot)},
+        seconds=time.monotonic() - started,
+    )
+    report = Report(
+        threshold=thr,
+        model=store.encoder.model_id,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        keep_policy=policy.rules,
+        run_id=None,
+        previous_run_id=previous_id,
+        clusters=clusters,
+        resolved=tuple((cid, tuple(sorted(previous[cid]))) for cid in resolved),
+        not_duplicate_marks=separated,
+        summary=summary,
+    )
+    return save_report(store, report) if save else report
 
 
-def _save(store: Store, report: dict[str, Any]) -> None:
-    """Store the run in the catalog history and as JSON under ``<store>/reports/`` (``latest.json`` too)."""
+#: The changes a cluster can show against the previous run, in the order the summary lists them.
+CHANGES = ("new", "grown", "shrunk", "changed", "unchanged")
+
+
+def save_report(store: Store, report: Report) -> Report:
+    """Store the run in the catalog history and as JSON under ``<store>/reports/`` (``latest.json`` too).
+
+    Returns the report with its ``run_id``. Call it only once the report reached its reader: a run in the
+    history is what the next run's "new/grown/resolved" is counted against.
+    """
     rows = [
-        (c["id"], m["image_id"], m["path"], m["tier"] == "keeper", m["tier"], float(m["distance"]))
-        for c in report["clusters"]
-        for m in c["members"]
+        (c.id, m.image_id, m.path, m.tier == "keeper", m.tier, float(m.distance))
+        for c in report.clusters
+        for m in c.members
     ]
     run_id = store.catalog.save_report(
-        report["threshold"],
-        report["model"],
-        {"keep_policy": report["keep_policy"], "previous_run_id": report["previous_run_id"]},
-        report["summary"],
+        report.threshold,
+        report.model,
+        {"keep_policy": list(report.keep_policy), "previous_run_id": report.previous_run_id},
+        report.summary.as_dict(),
         rows,
     )
-    report["run_id"] = run_id
+    report = dataclasses.replace(report, run_id=run_id)
     folder = store.config.reports_dir
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2)
+    text = json.dumps(report.as_dict(), indent=2)
     for name in (f"run-{run_id:06d}.json", "latest.json"):
         tmp = folder / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, folder / name)  # readers (the HTTP API) never see a half-written file
+    return report
 
 
-def thumbnails(report: dict[str, Any], size: int = 160, limit: int = 2000) -> dict[str, str]:
+def thumbnails(report: Report, size: int = 160, limit: int = 2000) -> dict[str, str]:
     """Data-URI JPEG thumbnails of report members (at most ``limit``), by path; unreadable files are skipped."""
     import base64
 
@@ -285,11 +247,11 @@ def thumbnails(report: dict[str, Any], size: int = 160, limit: int = 2000) -> di
     from dedup.imaging import load_image, thumbnail_jpeg
 
     out: dict[str, str] = {}
-    for c in report["clusters"]:
-        for m in c["members"]:
+    for c in report.clusters:
+        for m in c.members:
             if len(out) >= limit:
                 return out
-            path = m["path"]
+            path = m.path
             if path in out:
                 continue
             try:
