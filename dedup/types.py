@@ -87,17 +87,28 @@ class ImageInfo:
 
 @dataclass
 class IngestSummary:
-    """Counts of one ingest run: ``seen == new + reused + changed + unchanged + failed``."""
+    """Counts of one ingest run: ``seen == new + reused + changed + unchanged + failed + known_failed``.
+
+    ``failures`` are this run's new failures (files read and refused now); ``known_failures`` are files
+    that failed before and are unchanged since (same size and mtime): they are not read again, and only
+    new failures make ``dedup ingest`` exit 3, so a nightly run over a folder with one broken file the
+    shop never fixes exits 0 after the first night.
+    """
 
     seen: int = 0
     new: int = 0  # embedded for the first time (new content)
     changed: int = 0  # known path whose content changed
     unchanged: int = 0  # path, size and mtime as before: skipped without reading
     reused: int = 0  # new path whose content (sha256) was already embedded: vector reused
-    failed: int = 0
+    failed: int = 0  # new failures of this run
+    known_failed: int = 0  # unchanged files that failed before
     pruned: int = 0
+    products_updated: int = 0  # unchanged images whose product changed in the metadata CSV
+    orphan_products: int = 0  # products left without images (see ``orphans``)
     seconds: float = 0.0
     failures: list[FailedFile] = field(default_factory=list)
+    known_failures: list[FailedFile] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)  # product ids with no image any more
 
     @property
     def images_per_second(self) -> float:
@@ -113,10 +124,15 @@ class IngestSummary:
             "unchanged": self.unchanged,
             "reused": self.reused,
             "failed": self.failed,
+            "known_failed": self.known_failed,
             "pruned": self.pruned,
+            "products_updated": self.products_updated,
+            "orphan_products": self.orphan_products,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.images_per_second, 1),
             "failures": [{"path": f.path, "kind": f.kind, "reason": f.reason} for f in self.failures],
+            "known_failures": [{"path": f.path, "kind": f.kind, "reason": f.reason} for f in self.known_failures],
+            "orphans": list(self.orphans),
         }
 
 
@@ -140,12 +156,14 @@ class QueryResult:
     query: str
     k: int
     hits: list[Hit]
+    per_product: bool = False  # one hit per product (its best image)
 
     def as_dict(self) -> dict[str, object]:
         """The query JSON of DESIGN.md."""
         return {
             "query": self.query,
             "k": self.k,
+            "per_product": self.per_product,
             "results": [
                 {
                     "rank": h.rank,

@@ -8,6 +8,7 @@ embedded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -39,9 +40,10 @@ from dedup.service import (
     compare_bytes,
     embed_query_bytes,
     image_thumbnail,
+    render_report,
     search_vector,
 )
-from dedup.types import ImageInfo, QueryResult
+from dedup.types import ImageInfo, QueryResult, Report
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +233,9 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         image: Annotated[UploadFile, File(description="The photo to look up (any common image format).")],
         k: Annotated[int, Form(ge=1, le=MAX_K, description="Number of results.")] = DEFAULT_K,
         category: Annotated[str | None, Form(description="Only products of this category (any case).")] = None,
+        per_product: Annotated[
+            bool, Form(description="One result per product (its closest image), so k results are k products.")
+        ] = False,
     ) -> dict[str, Any]:
         """The k catalog images most similar to the uploaded photo, nearest first."""
         data = _read_upload(image, state.max_upload_bytes)
@@ -240,7 +245,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         except ImageError as exc:
             raise image_error(exc) from exc
         with state.index_lock:
-            result = search_vector(store, name, views, k, category or None)
+            result = search_vector(store, name, views, k, category or None, per_product)
         encoder = store.encoder
         return _query_json(result, encoder.model_id, encoder.threshold)
 
@@ -327,6 +332,19 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         if jpeg is None:
             raise ApiError(404, "not_found", f"no image {image_id} in the catalog")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+    @app.get(f"{API}/reports/latest.html", tags=["reports"], dependencies=read, response_model=None)
+    def latest_report_html() -> HTMLResponse:
+        """The latest duplicate report as the HTML page of ``dedup report --format html``, thumbnails served here."""
+        path = store.config.reports_dir / "latest.json"
+        if not path.is_file():
+            raise ApiError(404, "no_report", "no duplicate report yet: run `dedup report` to make one")
+        try:
+            report = Report.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ApiError(409, "old_report", f"{exc}; run `dedup report` again to write a new one") from exc
+        thumbs = {m.path: _thumbnail_url(m.image_id) for c in report.clusters for m in c.members}
+        return HTMLResponse(render_report(report, "html", thumbs))
 
     @app.get(f"{API}/reports/latest", tags=["reports"], dependencies=read, response_model=None)
     def latest_report() -> FileResponse:

@@ -57,6 +57,7 @@ PAGE_HTML = """<!doctype html>
   <div class="controls">
     <label>Results <input id="k" type="number" min="1" max="100" value="5"></label>
     <label>Category (optional) <input id="category" type="text" placeholder="any"></label>
+    <label><input id="per-product" type="checkbox" checked> One image per product</label>
     <label>API key (if required) <input id="api-key" type="password" autocomplete="off"></label>
   </div>
 </form>
@@ -64,7 +65,8 @@ PAGE_HTML = """<!doctype html>
 <div id="status" role="status" aria-live="polite"></div>
 <div id="results" aria-label="results"></div>
 <footer>
-  <a id="report-link" href="/api/v1/reports/latest">Latest duplicate report (JSON)</a> ·
+  <a id="report-link" href="/api/v1/reports/latest.html">Latest duplicate report</a>
+  (<a id="report-json-link" href="/api/v1/reports/latest">JSON</a>) ·
   <a href="/docs">API documentation</a> · <a href="/healthz">Status</a>
 </footer>
 <script>
@@ -116,6 +118,7 @@ async function search(file) {
   form.append("k", $("k").value || "5");
   const category = $("category").value.trim();
   if (category) form.append("category", category);
+  form.append("per_product", $("per-product").checked ? "true" : "false");
   const headers = {};
   const key = $("api-key").value;
   if (key) headers["X-API-Key"] = key;
@@ -137,11 +140,12 @@ async function search(file) {
   }
   results.replaceChildren(...body.results.map(card));
   const dupes = body.results.filter((r) => r.duplicate).length;
-  say(body.results.length + " closest catalog images" + (dupes ? ", " + dupes + " near-duplicate(s)" : "") + ".");
+  const what = body.per_product ? " closest products" : " closest catalog images";
+  say(body.results.length + what + (dupes ? ", " + dupes + " near-duplicate(s)" : "") + ".");
 }
 
 fileInput.addEventListener("change", () => search(fileInput.files[0]));
-for (const id of ["k", "category"]) $(id).addEventListener("change", () => search(lastFile));
+for (const id of ["k", "category", "per-product"]) $(id).addEventListener("change", () => search(lastFile));
 $("query-form").addEventListener("submit", (e) => { e.preventDefault(); search(lastFile); });
 for (const type of ["dragenter", "dragover"]) {
   drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });

@@ -96,6 +96,16 @@ def set_mark(session: Session, a: int, b: int, decision: str, note: str | None) 
     session.add(ReviewMark(image_a=lo, image_b=hi, decision=decision, note=note, created_at=utcnow()))
 
 
+def clear_mark(session: Session, a: int, b: int) -> str | None:
+    """Remove the decision on the pair {a, b}; returns the decision that was there, or None."""
+    lo, hi = min(a, b), max(a, b)
+    where = (ReviewMark.image_a == lo, ReviewMark.image_b == hi)
+    decision = session.execute(select(ReviewMark.decision).where(*where)).scalar_one_or_none()
+    if decision is not None:
+        session.execute(delete(ReviewMark).where(*where))
+    return decision
+
+
 def all_marks(session: Session) -> list[tuple[int, int, str]]:
     """Every review decision as (image_a, image_b, decision), image_a < image_b."""
     rows = session.execute(select(ReviewMark.image_a, ReviewMark.image_b, ReviewMark.decision).order_by(ReviewMark.id))

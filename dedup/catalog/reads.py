@@ -228,6 +228,30 @@ def _run_dict(run: IngestRun | None) -> dict[str, object] | None:
     }
 
 
+def image_products(session: Session, paths: Sequence[str]) -> dict[str, str | None]:
+    """The product id of each known path (None for an image without a product); unknown paths are left out."""
+    out: dict[str, str | None] = {}
+    for chunk in chunked(list(paths)):
+        stmt = (
+            select(Image.path, Product.product_id)
+            .outerjoin(Product, Image.product_fk == Product.id)
+            .where(Image.path.in_(chunk))
+        )
+        out.update((path, pid) for path, pid in session.execute(stmt))
+    return out
+
+
+def orphan_products(session: Session) -> list[str]:
+    """Product ids that no image row points to any more, sorted."""
+    linked = select(Image.id).where(Image.product_fk == Product.id).exists()
+    return sorted(session.scalars(select(Product.product_id).where(~linked)))
+
+
+def image_count(session: Session) -> int:
+    """Image rows of any status (ok, failed or missing)."""
+    return int(session.scalar(select(func.count()).select_from(Image)) or 0)
+
+
 def stats(session: Session) -> dict[str, object]:
     """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
     by_status = {status: n for status, n in session.execute(select(Image.status, func.count()).group_by(Image.status))}

@@ -259,6 +259,26 @@ class Catalog:
         with self._session() as s:
             return reads.ok_images_by_model(s)
 
+    def image_products(self, paths: Sequence[str]) -> dict[str, str | None]:
+        """The product id of each known path (None when it has none); unknown paths are left out."""
+        with self._session() as s:
+            return reads.image_products(s, paths)
+
+    def assign_products(self, assignments: Mapping[str, str]) -> int:
+        """Link the images at the given paths to the given product ids; returns how many changed."""
+        with self._session(write=True) as s:
+            return writes.assign_products(s, assignments)
+
+    def orphan_products(self) -> list[str]:
+        """Product ids with no image, sorted."""
+        with self._session() as s:
+            return reads.orphan_products(s)
+
+    def image_count(self) -> int:
+        """How many image rows the catalog holds, of any status."""
+        with self._session() as s:
+            return reads.image_count(s)
+
     def stats(self) -> dict[str, object]:
         """JSON-ready counts: products, images by status, vectors, contents, models, last run, generation."""
         with self._session() as s:
@@ -308,6 +328,11 @@ class Catalog:
         """Record a review decision (``duplicate`` or ``not_duplicate``) on a pair of images."""
         with self._session(write=True) as s:
             history.set_mark(s, image_a, image_b, decision, note)
+
+    def clear_mark(self, image_a: int, image_b: int) -> str | None:
+        """Remove the review decision on a pair; returns the decision removed, or None when there was none."""
+        with self._session(write=True) as s:
+            return history.clear_mark(s, image_a, image_b)
 
     def marks(self) -> list[tuple[int, int, str]]:
         """Every review decision as (image_a, image_b, decision) with image_a < image_b."""

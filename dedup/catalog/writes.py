@@ -62,6 +62,28 @@ def upsert_products(session: Session, products: Iterable[ProductRecord]) -> dict
     return ids
 
 
+def assign_products(session: Session, assignments: Mapping[str, str]) -> int:
+    """Point the images at ``assignments``' paths to those product ids (creating bare products as needed).
+
+    Returns how many images changed product. The vectors do not change, so the generation does not.
+    """
+    if not assignments:
+        return 0
+    product_ids = sorted(set(assignments.values()))
+    known = _ids_by_key(session, Product.id, Product.product_id, product_ids)
+    known.update(_insert_products(session, [ProductRecord(product_id=p) for p in product_ids if p not in known]))
+    changed = 0
+    now = utcnow()
+    for path, row in _images_by_path(session, assignments).items():
+        fk = known[assignments[path]]
+        if row.product_fk != fk:
+            row.product_fk = fk
+            row.updated_at = now
+            changed += 1
+    session.flush()
+    return changed
+
+
 def _insert_products(session: Session, records: Sequence[ProductRecord]) -> dict[str, int]:
     """Insert products known to be new; returns their row ids by ``product_id``."""
     if not records:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -63,3 +64,11 @@ def write_card(model_dir: str | os.PathLike[str], card: dict[str, Any]) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp makes it private; a model folder is meant to be shared
     os.replace(tmp, out)
     return out
+
+
+def copy_model(src: Path, dst: Path) -> None:
+    """Copy the files a model card names (and the card) from ``src`` to ``dst``."""
+    card = read_card(src)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in [CARD_NAME, *[f for f in card["files"].values() if f]]:
+        shutil.copy2(src / name, dst / name)

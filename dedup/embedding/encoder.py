@@ -20,6 +20,7 @@ from PIL import Image
 
 from dedup.config import default_model_dir
 from dedup.embedding.card import read_card, trims_background
+from dedup.embedding.native_log import native_stderr_to_log
 from dedup.errors import ModelError
 from dedup.imaging import ModelInput
 
@@ -108,7 +109,8 @@ class LiteEncoder(Encoder):
         with self._lock:
             if batch.shape[0] != self._batch:
                 self._interp.resize_tensor_input(self._inp, list(batch.shape), strict=False)
-                self._interp.allocate_tensors()
+                with native_stderr_to_log(log):
+                    self._interp.allocate_tensors()
                 self._batch = batch.shape[0]
             self._interp.set_tensor(self._inp, batch)
             self._interp.invoke()
@@ -208,13 +210,15 @@ def _make_interpreter(path: Path, prefer: str) -> tuple[Any, str]:
         except ImportError:
             log.info("ai_edge_litert is not installed; using tf.lite")
         else:
-            interp = Interpreter(model_path=str(path), num_threads=threads)
-            interp.allocate_tensors()
+            with native_stderr_to_log(log):
+                interp = Interpreter(model_path=str(path), num_threads=threads)
+                interp.allocate_tensors()
             return interp, "litert"
     import tensorflow as tf
 
-    interp = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-    interp.allocate_tensors()
+    with native_stderr_to_log(log):
+        interp = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+        interp.allocate_tensors()
     return interp, "tflite"
 
 

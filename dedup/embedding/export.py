@@ -8,6 +8,8 @@ from pathlib import Path
 
 import keras
 
+from dedup.embedding.native_log import native_stderr_to_log
+
 log = logging.getLogger(__name__)
 
 QUANTISATIONS = ("float32", "float16", "int8")
@@ -23,7 +25,7 @@ def export_tflite(tower: keras.Model, path: Path, quantisation: str = "float16")
         raise ValueError(f"quantisation must be one of {QUANTISATIONS} (got {quantisation!r})")
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="dedup-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dedup-export-") as tmp, native_stderr_to_log(log):
         tower.export(tmp, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         if quantisation != "float32":

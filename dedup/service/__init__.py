@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from dedup.service.evaluation import evaluate, evaluation_text
     from dedup.service.ingest import ingest_folder
     from dedup.service.reporting import DEFAULT_KEEP, build_report, save_report, thumbnails
-    from dedup.service.review import mark_pair
+    from dedup.service.review import clear_pair, mark_pair
     from dedup.service.search import (
         compare_bytes,
         compare_paths,
@@ -49,6 +49,7 @@ _LAZY = {
     "save_report": "dedup.service.reporting",
     "thumbnails": "dedup.service.reporting",
     "mark_pair": "dedup.service.review",
+    "clear_pair": "dedup.service.review",
     "compare_bytes": "dedup.service.search",
     "compare_paths": "dedup.service.search",
     "embed_bytes": "dedup.service.search",
@@ -112,6 +113,7 @@ __all__ = [
     "save_report",
     "thumbnails",
     "mark_pair",
+    "clear_pair",
     "DEFAULT_KEEP",
     "evaluate",
     "evaluation_text",

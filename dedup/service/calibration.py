@@ -28,7 +28,7 @@ def calibrate_threshold(
 
     The weights are unchanged, so a store built with the original model stays valid with the copy.
     """
-    from dedup.training.trainer import copy_model
+    from dedup.embedding.card import copy_model
 
     truth = read_truth(pairs_csv)
     if truth.form == "groups":

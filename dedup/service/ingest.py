@@ -20,7 +20,7 @@ import numpy as np
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
 from dedup.errors import DedupError, ImageError, InputError
 from dedup.imaging import DecodedFile, ModelInput, decode_files, iter_image_files
-from dedup.service.metadata import read_metadata
+from dedup.service.metadata import ProductMetadata, read_metadata
 from dedup.service.store import Store
 from dedup.types import STATUS_FAILED, STATUS_OK, FailedFile, ImageRecord, IngestSummary, KnownFile
 from dedup.workers import init_worker
@@ -106,10 +106,15 @@ def ingest_folder(
             done = _await_write(in_flight, done, len(todo), progress)
             if prune:
                 summary.pruned = _prune(store, root, {str(p) for p in files}, known)
+            if metadata:
+                summary.products_updated = _apply_metadata(store, files, meta)
+            summary.orphans = catalog.orphan_products()
+            summary.orphan_products = len(summary.orphans)
             status = "finished"
         finally:
             decoding.cancel()
             summary.failed = len(summary.failures)
+            summary.known_failed = len(summary.known_failures)
             summary.seconds = time.monotonic() - started
             store.save_index(force=True)
             catalog.finish_run(run_id, status, summary.as_dict())
@@ -165,8 +170,8 @@ def _plan(
 ) -> list[_Todo]:
     """The files to read: new ones, and known ones whose size, mtime or model changed.
 
-    Unchanged files are counted; a known broken file that is still the same is reported again (from
-    ``catalog``'s failure list) without being read.
+    Unchanged files are counted; a known broken file that is still the same is listed as a known failure
+    (from ``catalog``'s failure list) without being read.
     """
     todo: list[_Todo] = []
     previous_failures: dict[str, FailedFile] | None = None
@@ -186,7 +191,7 @@ def _plan(
                 if previous_failures is None:
                     previous_failures = {f.path: f for f in catalog.failed_files()}
                 if k.path in previous_failures:
-                    summary.failures.append(previous_failures[k.path])
+                    summary.known_failures.append(previous_failures[k.path])
                 continue
         todo.append(_Todo(path, st.st_size, st.st_mtime, k))
     return todo
@@ -341,6 +346,21 @@ def _write_batch(store: Store, prepared: _Prepared, run_id: int) -> None:
         remove_ids=np.asarray(gone, dtype=np.int64),
     )
     store.save_index(interval_s=INDEX_SAVE_INTERVAL_S)
+
+
+def _apply_metadata(store: Store, files: Sequence[Path], meta: ProductMetadata) -> int:
+    """Link every known file under the ingested folder to the product the metadata CSV names now.
+
+    Files read in this run got their product as they were written; this catches the unchanged ones, so
+    moving ``whale.jpg`` from P2 to P9 in the CSV takes effect on the next ingest without touching the file.
+    """
+    wanted = {str(p): meta.product_for(p) for p in files}
+    current = store.catalog.image_products(list(wanted))
+    changes = {path: pid for path, pid in wanted.items() if path in current and current[path] != pid}
+    updated = store.catalog.assign_products(changes)
+    if updated:
+        log.info("metadata: %d unchanged images moved to another product", updated)
+    return updated
 
 
 def _prune(store: Store, root: Path, present: set[str], known: dict[str, KnownFile]) -> int:

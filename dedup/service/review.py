@@ -30,3 +30,15 @@ def mark_pair(store: Store, a: str, b: str, decision: str, note: str | None = No
         raise InputError(f"{a} and {b} are the same image")
     store.catalog.set_mark(ia, ib, decision, note)
     return ia, ib
+
+
+def clear_pair(store: Store, a: str, b: str) -> tuple[int, int, str]:
+    """Undo the review decision on images ``a`` and ``b`` (paths or ids); returns their ids and the decision.
+
+    InputError when the pair has no decision, so a typo does not pass for an undo.
+    """
+    ia, ib = resolve_image(store, a), resolve_image(store, b)
+    removed = store.catalog.clear_mark(ia, ib)
+    if removed is None:
+        raise InputError(f"images {ia} and {ib} have no review decision to clear")
+    return ia, ib, removed

@@ -83,32 +83,56 @@ def _search(store: Store, name: str, vector: np.ndarray, k: int) -> QueryResult:
     return QueryResult(query=name, k=k, hits=hits)
 
 
-def search_vector(store: Store, name: str, vector: np.ndarray, k: int, category: str | None = None) -> QueryResult:
+def search_vector(
+    store: Store,
+    name: str,
+    vector: np.ndarray,
+    k: int,
+    category: str | None = None,
+    per_product: bool = False,
+) -> QueryResult:
     """Top-k catalog images for an embedding ``(dim,)`` or a query's views ``(m, dim)`` (an image then scores
-    its best view); with ``category``, only images of products in it.
+    its best view); with ``category``, only images of products in it; with ``per_product``, only the best
+    image of each product (an image without a product stands for itself), so k hits are k products.
 
     The category match ignores case. Filtering over-fetches from the index and widens the search
-    until k matches are found or the whole index was looked at. Not safe to call while another
+    until k hits are found or the whole index was looked at. Not safe to call while another
     thread changes the index: a server serialises index access itself.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     store.require_current_model()
-    if category is None:
+    if category is None and not per_product:
         return _search(store, name, vector, k)
-    wanted = category.casefold()
     total = len(store.index)
     fetch = min(total, max(8 * k, 64))
     kept: list[tuple[float, ImageInfo]] = []
     while fetch > 0:
-        kept = [
-            (d, info) for d, info in _neighbours(store, vector, fetch) if (info.category or "").casefold() == wanted
-        ]
+        kept = _filtered(_neighbours(store, vector, fetch), category, per_product)
         if len(kept) >= k or fetch >= total:
             break
         fetch = min(total, fetch * 4)
     hits = [Hit(rank=r, distance=d, image=info) for r, (d, info) in enumerate(kept[:k], start=1)]
-    return QueryResult(query=name, k=k, hits=hits)
+    return QueryResult(query=name, k=k, hits=hits, per_product=per_product)
+
+
+def _filtered(
+    found: list[tuple[float, ImageInfo]], category: str | None, per_product: bool
+) -> list[tuple[float, ImageInfo]]:
+    """Neighbours (nearest first) in ``category`` (case-insensitive), the first of each product if asked."""
+    wanted = category.casefold() if category is not None else None
+    seen: set[str] = set()
+    kept = []
+    for d, info in found:
+        if wanted is not None and (info.category or "").casefold() != wanted:
+            continue
+        if per_product:
+            key = f"p:{info.product_id}" if info.product_id else f"i:{info.image_id}"
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append((d, info))
+    return kept
 
 
 def embed_bytes(
@@ -208,11 +232,16 @@ def image_files(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def query_paths(
-    store: Store, paths: Sequence[str | os.PathLike[str]], k: int, category: str | None = None
+    store: Store,
+    paths: Sequence[str | os.PathLike[str]],
+    k: int,
+    category: str | None = None,
+    per_product: bool = False,
 ) -> Iterator[QueryResult | ImageError]:
     """Top-k catalog images for each query file, in input order; a bad file yields its ImageError.
 
-    With ``category``, only images of products in that category (case-insensitive) are returned.
+    With ``category``, only images of products in that category (case-insensitive) are returned; with
+    ``per_product``, the best image of each product (see :func:`search_vector`).
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -222,7 +251,7 @@ def query_paths(
         except ImageError as exc:
             yield exc
             continue
-        yield search_vector(store, str(p), query_views(store, loaded.image, loaded.sha256), k, category)
+        yield search_vector(store, str(p), query_views(store, loaded.image, loaded.sha256), k, category, per_product)
 
 
 def query_bytes(
@@ -232,15 +261,16 @@ def query_bytes(
     k: int,
     *,
     category: str | None = None,
+    per_product: bool = False,
     cache: EmbeddingCache | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> QueryResult:
     """Top-k catalog images for image bytes held in memory (an upload); raises ImageError.
 
-    ``category``, ``cache`` and ``max_pixels`` are as in :func:`search_vector` and :func:`embed_bytes`.
+    ``category``, ``per_product``, ``cache`` and ``max_pixels`` are as in :func:`search_vector` and :func:`embed_bytes`.
     """
     views = embed_query_bytes(store, data, name, cache=cache, max_pixels=max_pixels)
-    return search_vector(store, name, views, k, category)
+    return search_vector(store, name, views, k, category, per_product)
 
 
 def _distance(va: np.ndarray, vb: np.ndarray) -> float:

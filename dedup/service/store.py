@@ -225,6 +225,19 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     # -- reads ---------------------------------------------------------------------------------------
+    def require_existing(self, with_images: bool = True) -> None:
+        """Raise StoreError (exit 4) naming the store when it was never created, or (``with_images``) holds
+        no image at all (not even a failed one).
+
+        Only ``dedup ingest`` creates a store: a mistyped ``--store`` in a cron line must fail, not
+        report "no duplicates tonight" from a new empty catalog.
+        """
+        hint = "run `dedup ingest FOLDER` with this --store first, or check --store / DEDUP_STORE"
+        if self.catalog_is_new():
+            raise StoreError(f"there is no store at {self.config.root} (no catalog there): {hint}")
+        if with_images and self.catalog.image_count() == 0:
+            raise StoreError(f"the store at {self.config.root} holds no images: {hint}")
+
     def require_current_model(self) -> None:
         """Raise StoreError (exit 4) when catalog images were embedded by another model than the store's.
 

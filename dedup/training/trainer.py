@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -360,16 +359,6 @@ def _versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pillow": PIL.__version__,
     }
-
-
-def copy_model(src: Path, dst: Path) -> None:
-    """Copy the files a model card names (and the card) from ``src`` to ``dst``."""
-    from dedup.embedding.card import CARD_NAME, read_card
-
-    card = read_card(src)
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in [CARD_NAME, *[f for f in card["files"].values() if f]]:
-        shutil.copy2(src / name, dst / name)
 
 
 def recalibrate(
