@@ -321,7 +321,7 @@ def report(
     Each run is stored (cluster ids are stable across runs) and compared with the previous one.
     Exits 10 when duplicates were found, 0 when none were.
     """
-    from dedup.service import build_report, render_report, save_report, thumbnails
+    from dedup.service import build_report, forget_report, render_report, save_report, thumbnails
 
     target = Path(output) if output else None
     if target is not None and not target.parent.is_dir():
@@ -329,17 +329,18 @@ def report(
         raise InputError(f"cannot write the report to {output}: the folder {target.parent} does not exist")
     with _open(ctx) as store:
         result = build_report(store, threshold, keep=keep, since=since, save=False)
+        if not no_save:
+            result = save_report(store, result)  # first, so the written report carries its run id
         thumbs = thumbnails(result) if fmt == "html" else None
         text = render_report(result, fmt, thumbs)
         if target is not None:
             try:
                 _write_atomic(target, text)
             except OSError as exc:
+                forget_report(store, result)
                 raise InputError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
         else:
             click.echo(text, nl=not text.endswith("\n"))
-        if not no_save:
-            result = save_report(store, result)
     s = result.summary
     if target is not None:
         since_text = "first run" if result.previous_run_id is None else f"since run {result.previous_run_id}"

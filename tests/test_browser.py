@@ -158,10 +158,14 @@ def test_upload_a_photo_and_see_the_closest_products(server: str, browser: Any, 
             "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
         )
     )
-    assert "closest catalog images" in driver.find_element(By.ID, "status").text
+    # One card per product by default, as retrieval demos show them.
+    assert "closest products" in driver.find_element(By.ID, "status").text
+    product_ids = [c.find_element(By.CSS_SELECTOR, ".product-id").text for c in cards]
+    assert len(set(product_ids)) == len(product_ids), product_ids
 
     link = driver.find_element(By.ID, "report-link")
-    assert link.get_attribute("href") == server + "/api/v1/reports/latest"
+    assert link.get_attribute("href") == server + "/api/v1/reports/latest.html"
+    assert driver.find_element(By.ID, "report-json-link").get_attribute("href") == server + "/api/v1/reports/latest"
 
     shot = tmp_path / "results.png"
     assert driver.save_screenshot(str(shot))

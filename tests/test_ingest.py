@@ -151,7 +151,9 @@ def test_broken_file_reported_and_others_go_in(tmp_path: Path) -> None:
         # A fixed file goes in on the next run and leaves the failed list.
         _make_images(tmp_path / "fix", 1, seed=5)[0].replace(folder / "zero.jpg")
         again = ingest_folder(store, folder)
-        assert again.new == 1 and again.failed == 2
+        # The two still-broken files did not change: known failures, not read again, not new ones.
+        assert again.new == 1 and again.failed == 0 and again.known_failed == 2
+        assert {Path(f.path).name for f in again.known_failures} == {"text.png", "cut.jpg"}
         assert len(store.index) == 4
 
 

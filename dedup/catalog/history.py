@@ -85,6 +85,12 @@ def run_clusters(session: Session, run_id: int) -> dict[str, list[tuple[int, str
     return out
 
 
+def delete_run(session: Session, run_id: int) -> None:
+    """Remove a report run and its members from the history."""
+    session.execute(delete(ReportMember).where(ReportMember.run_id == run_id))
+    session.execute(delete(ReportRun).where(ReportRun.id == run_id))
+
+
 def set_mark(session: Session, a: int, b: int, decision: str, note: str | None) -> None:
     """Record (or replace) the decision on the pair {a, b}."""
     if decision not in MARK_DECISIONS:

@@ -229,13 +229,16 @@ def _run_dict(run: IngestRun | None) -> dict[str, object] | None:
 
 
 def image_products(session: Session, paths: Sequence[str]) -> dict[str, str | None]:
-    """The product id of each known path (None for an image without a product); unknown paths are left out."""
+    """The product id of each readable image at ``paths`` (None for one without a product).
+
+    Unknown paths and rows of files that failed or went missing are left out: those carry no product.
+    """
     out: dict[str, str | None] = {}
     for chunk in chunked(list(paths)):
         stmt = (
             select(Image.path, Product.product_id)
             .outerjoin(Product, Image.product_fk == Product.id)
-            .where(Image.path.in_(chunk))
+            .where(Image.path.in_(chunk), Image.status == STATUS_OK)
         )
         out.update((path, pid) for path, pid in session.execute(stmt))
     return out

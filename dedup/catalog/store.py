@@ -260,7 +260,7 @@ class Catalog:
             return reads.ok_images_by_model(s)
 
     def image_products(self, paths: Sequence[str]) -> dict[str, str | None]:
-        """The product id of each known path (None when it has none); unknown paths are left out."""
+        """The product id of each readable image at ``paths`` (None when it has none); others are left out."""
         with self._session() as s:
             return reads.image_products(s, paths)
 
@@ -323,6 +323,11 @@ class Catalog:
         """Cluster id → members (image id, path, is keeper) of one report run."""
         with self._session() as s:
             return history.run_clusters(s, run_id)
+
+    def delete_report_run(self, run_id: int) -> None:
+        """Remove a report run from the history (a run whose report never reached its reader)."""
+        with self._session(write=True) as s:
+            history.delete_run(s, run_id)
 
     def set_mark(self, image_a: int, image_b: int, decision: str, note: str | None = None) -> None:
         """Record a review decision (``duplicate`` or ``not_duplicate``) on a pair of images."""

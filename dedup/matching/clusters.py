@@ -6,8 +6,9 @@ preferred member of a connected component becomes keeper, every member within th
 keeper* joins it, and the rest of the component is clustered again the same way.
 
 Review decisions: a pair confirmed as duplicates always ends in one cluster (the pair moves as one
-unit, and a member within the threshold of either image of the keeper's unit joins, so a confirmed
-pair never pulls an image away from its own copies); a pair marked not-duplicate never ends in one.
+unit, and the images of a confirmed unit in a cluster are anchors like its keeper: a member within
+the threshold of any anchor joins, so confirming A ≈ B never pulls A or B away from its own copies);
+a pair marked not-duplicate never ends in one.
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def keeper_clusters(
     ``ids`` (n,) and unit-norm ``vectors`` (n, d) describe the catalog; ``edges`` are two arrays of row
     positions of pairs within ``threshold`` (from a neighbour search); ``preference`` (n,) ranks keeper
     candidates, lower is better. ``must_link`` / ``cannot_link`` are pairs of *ids* (review decisions).
-    A confirmed pair is one unit: another member joins the keeper's cluster when it is within the
-    threshold of any image of the keeper's unit, so confirming A ≈ B keeps B's own copies with B.
+    A confirmed pair is one unit, and its images are anchors of the cluster it joins: another member
+    joins when it is within the threshold of the keeper or of an anchor, so confirming A ≈ B keeps the
+    copies of A and of B with them.
     Deterministic: clusters come largest first, then by keeper id.
     """
     n = len(ids)
@@ -163,28 +165,37 @@ def _split_component(
     while len(remaining) > 1:
         keeper = remaining[0]
         rem = np.asarray(remaining, dtype=np.int64)
-        own = np.asarray(members_of[unit_of[keeper]], dtype=np.int64)
-        # Distances on the unit sphere, from the inner product: to the keeper (reported), and to the nearest
-        # image of the keeper's unit (which decides who joins).
-        dist = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[own].T), 0.0, None))
-        to_keeper = dist[:, int(np.flatnonzero(own == keeper)[0])]
-        d_of = dict(zip(remaining, dist.min(axis=1).tolist(), strict=True))
+        # Distances on the unit sphere, from the inner product, to the keeper: what the report shows.
+        to_keeper = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[keeper]), 0.0, None))
         k_of = dict(zip(remaining, to_keeper.tolist(), strict=True))
-        d_of[keeper] = k_of[keeper] = 0.0
+        k_of[keeper] = 0.0
         chosen = list(members_of[unit_of[keeper]])
         chosen_units = {unit_of[keeper]}
-        # Other units, closest member first; a unit joins when its closest member is within the threshold.
-        candidates = sorted(
-            {unit_of[p] for p in remaining} - chosen_units,
-            key=lambda u: (min(d_of[m] for m in members_of[u]), min(ids[m] for m in members_of[u])),
-        )
-        for u in candidates:
-            if min(d_of[m] for m in members_of[u]) > threshold:
-                break
-            if any((min(a, b), max(a, b)) in cannot for a in members_of[u] for b in chosen):
-                continue
-            chosen.extend(members_of[u])
-            chosen_units.add(u)
+        # Who joins is measured from the anchors: the keeper's unit, and every confirmed unit (two or more
+        # images) that joined, so each image of a confirmed pair brings its own near copies along.
+        anchors = list(chosen)
+        d_of = dict(k_of)
+        grown = True
+        while grown:
+            grown = False
+            near = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[np.asarray(anchors)].T), 0.0, None))
+            d_of = dict(zip(remaining, near.min(axis=1).tolist(), strict=True))
+            # Other units, closest member first; a unit joins when its closest member is within the threshold.
+            candidates = sorted(
+                {unit_of[p] for p in remaining} - chosen_units,
+                key=lambda u: (min(d_of[m] for m in members_of[u]), min(ids[m] for m in members_of[u])),
+            )
+            for u in candidates:
+                if min(d_of[m] for m in members_of[u]) > threshold:
+                    break
+                if any((min(a, b), max(a, b)) in cannot for a in members_of[u] for b in chosen):
+                    continue
+                chosen.extend(members_of[u])
+                chosen_units.add(u)
+                if len(members_of[u]) > 1:
+                    anchors.extend(members_of[u])
+                    grown = True
+                    break  # new anchors: measure the rest again
         taken = set(chosen)
         if len(chosen) > 1:
             others = sorted((m for m in chosen if m != keeper), key=lambda m: (k_of[m], ids[m]))

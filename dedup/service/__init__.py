@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dedup.service.cache import EmbeddingCache
     from dedup.service.evaluation import evaluate, evaluation_text
     from dedup.service.ingest import ingest_folder
-    from dedup.service.reporting import DEFAULT_KEEP, build_report, save_report, thumbnails
+    from dedup.service.reporting import DEFAULT_KEEP, build_report, forget_report, save_report, thumbnails
     from dedup.service.review import clear_pair, mark_pair
     from dedup.service.search import (
         compare_bytes,
@@ -47,6 +47,7 @@ _LAZY = {
     "DEFAULT_KEEP": "dedup.service.reporting",
     "build_report": "dedup.service.reporting",
     "save_report": "dedup.service.reporting",
+    "forget_report": "dedup.service.reporting",
     "thumbnails": "dedup.service.reporting",
     "mark_pair": "dedup.service.review",
     "clear_pair": "dedup.service.review",
@@ -111,6 +112,7 @@ __all__ = [
     "image_files",
     "render_report",
     "save_report",
+    "forget_report",
     "thumbnails",
     "mark_pair",
     "clear_pair",

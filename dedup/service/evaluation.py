@@ -270,7 +270,8 @@ def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[st
     if key == "group":
         if truth.form != "groups":
             raise InputError("a path,group queries CSV needs a path,group ground truth to name the groups")
-        ranks: list[float] = []
+        group_of = {str(p): g for p, g in zip(truth.paths, truth.groups, strict=True)}
+    ranks: list[float] = []
     misses: list[dict[str, Any]] = []
     failed: list[dict[str, str]] = []
     for (qpath, expected), result in zip(

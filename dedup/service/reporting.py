@@ -213,8 +213,9 @@ CHANGES = ("new", "grown", "shrunk", "changed", "unchanged")
 def save_report(store: Store, report: Report) -> Report:
     """Store the run in the catalog history and as JSON under ``<store>/reports/`` (``latest.json`` too).
 
-    Returns the report with its ``run_id``. Call it only once the report reached its reader: a run in the
-    history is what the next run's "new/grown/resolved" is counted against.
+    Returns the report with its ``run_id``. A run in the history is what the next run's
+    "new/grown/resolved" is counted against, so a report that then fails to reach its reader must be
+    taken back with :func:`forget_report`.
     """
     rows = [
         (c.id, m.image_id, m.path, m.tier == "keeper", m.tier, float(m.distance))
@@ -237,6 +238,25 @@ def save_report(store: Store, report: Report) -> Report:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, folder / name)  # readers (the HTTP API) never see a half-written file
     return report
+
+
+def forget_report(store: Store, report: Report) -> None:
+    """Undo :func:`save_report`: drop the run from the history and its JSON, and point ``latest.json`` back
+    at the run before it (or remove it). For a report whose output could not be written."""
+    if report.run_id is None:
+        return
+    store.catalog.delete_report_run(report.run_id)
+    folder = store.config.reports_dir
+    (folder / f"run-{report.run_id:06d}.json").unlink(missing_ok=True)
+    previous = store.catalog.previous_report_run()
+    latest = folder / "latest.json"
+    source = folder / f"run-{previous:06d}.json" if previous is not None else None
+    if source is not None and source.is_file():
+        tmp = folder / f".latest.json.tmp-{os.getpid()}"
+        tmp.write_bytes(source.read_bytes())
+        os.replace(tmp, latest)
+    else:
+        latest.unlink(missing_ok=True)
 
 
 def thumbnails(report: Report, size: int = 160, limit: int = 2000) -> dict[str, str]:

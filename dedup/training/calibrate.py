@@ -27,9 +27,9 @@ def pair_distances(emb: np.ndarray, pool: Pool, index: np.ndarray, seed: int) ->
     """Positive and negative pair distances of validation identities, by kind.
 
     ``emb`` is ``(n_index, V, dim)`` for the identities ``index`` of ``pool``. Positives: the clean
-    view against each transformed view (named by its transform) and two transformed views against
-    each other (``view_pair``). Negatives: views of different designs (``other``) and an original
-    against its colour variant (``colour_variant``).
+    view against each transformed view (named by its transform) and, with three views or more, two
+    transformed views against each other (``view_pair``). Negatives: views of different designs
+    (``other``) and an original against its colour variant (``colour_variant``).
     """
     rng = np.random.default_rng(seed)
     n, v, _ = emb.shape
@@ -40,8 +40,9 @@ def pair_distances(emb: np.ndarray, pool: Pool, index: np.ndarray, seed: int) ->
         for j in range(1, v):
             name = ALL_KINDS[int(kinds[i, j])]
             pos.setdefault(name, []).append(float(np.linalg.norm(emb[i, 0] - emb[i, j])))
-        a, b = rng.choice(np.arange(1, v), 2, replace=False)
-        pos.setdefault("view_pair", []).append(float(np.linalg.norm(emb[i, a] - emb[i, b])))
+        if v >= 3:  # two transformed views to compare; with two views there is only the clean one and one copy
+            a, b = rng.choice(np.arange(1, v), 2, replace=False)
+            pos.setdefault("view_pair", []).append(float(np.linalg.norm(emb[i, a] - emb[i, b])))
     # Many more different-design pairs than positives: the false-positive cap needs a fine quantile.
     n_neg = max(20_000, sum(len(x) for x in pos.values()))
     other: list[float] = []
