@@ -25,6 +25,7 @@ from dedup.config import (
     DEFAULT_BACKBONE,
     DEFAULT_K,
     DEFAULT_KEEP,
+    DEFAULT_MODEL_NAME,
     ENV_DB_URL,
     ENV_INDEX_KIND,
     ENV_MODEL,
@@ -739,7 +740,7 @@ def train(
 
 
 @cli.command()
-@click.argument("teacher", default="default")
+@click.argument("teacher", default=DEFAULT_MODEL_NAME)
 @click.argument("data_dir", required=False, type=click.Path(exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
 @click.option(

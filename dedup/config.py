@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +32,9 @@ IVF_MIN_VECTORS = 100_000
 #: Index kinds a user may choose for a store; "auto" (or none) is exact search below IVF_MIN_VECTORS, IVF above.
 #: "ivfpq" keeps 32 bytes of code a vector instead of its float32 values (512 bytes at 128-d); results are re-ranked
 #: on the catalog's exact vectors.
-INDEX_KIND_CHOICES = ("auto", "flat", "ivf", "ivfpq")
+INDEX_KIND_NAMES = ("flat", "ivf", "ivfpq")
+#: What ``--index-kind`` and ``DEDUP_INDEX_KIND`` accept (dedup.index.factory maps each name to its class).
+INDEX_KIND_CHOICES = ("auto", *INDEX_KIND_NAMES)
 #: Formats of ``dedup report`` (dedup.report.render renders each): the JSON of DESIGN.md, one CSV row per cluster
 #: member, a self-contained HTML page, and the paths of every non-keeper, one a line.
 REPORT_FORMATS = ("json", "csv", "html", "remove-list")
@@ -129,12 +131,31 @@ def default_model_dir() -> Path:
     return Path(__file__).resolve().parent / "models" / "default"
 
 
+#: The model name that stands for the shipped model wherever a model folder is asked for.
+DEFAULT_MODEL_NAME = "default"
+
+
+def model_dir_of(model: str | os.PathLike[str] | None) -> Path:
+    """The model folder ``model`` names: None, ``""`` or ``"default"`` mean the shipped model.
+
+    The one place that decides it; the environment (``DEDUP_MODEL``) is read by :meth:`StoreConfig.resolve`.
+    """
+    text = "" if model is None else os.fspath(model).strip()
+    if text in ("", DEFAULT_MODEL_NAME):
+        return default_model_dir()
+    return Path(text).expanduser().resolve()
+
+
 @dataclass(frozen=True)
 class StoreConfig:
-    """Where a store lives (its folder and the SQLAlchemy URL of its catalog) and which index kind it wants."""
+    """Where a store lives (its folder and the SQLAlchemy URL of its catalog), the model folder it embeds
+    with, and which index kind it wants. :meth:`resolve` fills each from the arguments, then the
+    environment, then the defaults, so the library and the command line see the same settings."""
 
     root: Path
     db_url: str
+    #: The model folder (:func:`model_dir_of`: the shipped model unless one is named).
+    model_dir: Path = field(default_factory=default_model_dir)
     #: None picks by catalog size (flat, then IVF from IVF_MIN_VECTORS on); else a kind of dedup.index.INDEX_KINDS.
     index_kind: str | None = None
     #: Views of a query photo (see QUERY_VIEWS).
@@ -148,14 +169,17 @@ class StoreConfig:
         store: str | os.PathLike[str] | None = None,
         db_url: str | None = None,
         index_kind: str | None = None,
+        model: str | os.PathLike[str] | None = None,
     ) -> StoreConfig:
-        """Fill unset values from the environment, then from the defaults ("auto" index kind means None)."""
+        """Fill unset values from the environment (``DEDUP_STORE``, ``DEDUP_DB_URL``, ``DEDUP_INDEX_KIND``,
+        ``DEDUP_MODEL``...), then from the defaults ("auto" index kind means None)."""
         root = Path(store or os.environ.get(ENV_STORE) or DEFAULT_STORE).expanduser().resolve()
         url = db_url or os.environ.get(ENV_DB_URL) or f"sqlite:///{root / 'catalog.sqlite'}"
         kind = (index_kind or os.environ.get(ENV_INDEX_KIND) or "auto").strip().lower()
         return cls(
             root=root,
             db_url=url,
+            model_dir=model_dir_of(model or os.environ.get(ENV_MODEL)),
             index_kind=None if kind == "auto" else kind,
             query_views=query_views_from_env(),
             query_tower=query_tower_from_env(),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dedup.config import default_model_dir
+from dedup.config import ENV_MODEL, default_model_dir
 from dedup.embedding import Encoder, load_encoder
 from dedup.errors import ModelError
 from dedup.imaging import load_image, to_model_input
@@ -193,3 +193,20 @@ def test_a_trimming_card_changes_the_model_id_and_the_inputs(tmp_path: Path, enc
     trimming = other if other.trim else encoder
     assert trimming.model_input(padded.image).shape == (encoder.input_size, encoder.input_size, 3)
     assert not np.array_equal(trimming.model_input(padded.image), to_model_input(padded.image, encoder.input_size))
+
+
+def test_dedup_model_is_honoured_by_the_library_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DEDUP_MODEL`` was read only by the command line; ``open_store`` from Python ignored it."""
+    from dedup.service import open_store
+
+    other = tmp_path / "model"
+    shutil.copytree(default_model_dir(), other)
+    card = json.loads((other / "model_card.json").read_text())
+    card["threshold"] = 0.4242
+    (other / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setenv(ENV_MODEL, str(other))
+    with open_store(tmp_path / "s") as store:
+        assert store.model_dir == other.resolve() and store.encoder.threshold == pytest.approx(0.4242)
+    # An explicit argument wins over the environment; "default" names the shipped model.
+    with open_store(tmp_path / "s", model="default") as store:
+        assert store.model_dir == default_model_dir() and store.encoder.threshold != pytest.approx(0.4242)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dedup.config import ENV_INDEX_KIND, StoreConfig
+from dedup.config import ENV_INDEX_KIND, INDEX_KIND_NAMES, StoreConfig
 from dedup.errors import ConfigError, StoreError
 from dedup.index import (
     INDEX_KINDS,
@@ -85,6 +85,7 @@ def big() -> Catalog20k:
 
 def test_factory_and_flags() -> None:
     assert INDEX_KINDS["ivfpq"] is PQIndex
+    assert set(INDEX_KINDS) - {"numpy"} == set(INDEX_KIND_NAMES)  # the command line's list, kept without FAISS
     index = create_index(DIM, "ivfpq")
     assert isinstance(index, PQIndex) and isinstance(index, IVFIndex) and index.kind == "ivfpq"
     assert index.approximate_scores and not create_index(DIM).approximate_scores

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dedup.config import default_model_dir
+from dedup.config import model_dir_of
 from dedup.embedding.card import read_card, trims_background
 from dedup.embedding.native_log import native_stderr_to_log
 from dedup.errors import ModelError
@@ -137,13 +137,13 @@ class KerasEncoder(Encoder):
 
 
 def load_encoder(model_dir: str | os.PathLike[str] | None = None, runtime: str | None = None) -> Encoder:
-    """The encoder of a model folder (None: the shipped default, :func:`dedup.config.default_model_dir`).
+    """The encoder of a model folder (None or ``"default"``: the shipped model, see :func:`dedup.config.model_dir_of`).
 
     ``runtime`` forces ``"litert"``, ``"tflite"`` (TensorFlow's interpreter) or ``"keras"``; by default
     the card's ``runtime`` file is used with the fastest runtime installed. Raises
     :class:`~dedup.errors.ModelError` if the folder, its card or its weights are missing or corrupt.
     """
-    folder = Path(model_dir) if model_dir is not None else default_model_dir()
+    folder = model_dir_of(model_dir)
     return _load(folder, read_card(folder), "", runtime, None)
 
 
@@ -159,7 +159,7 @@ def load_query_encoder(catalog: Encoder, model_dir: str | os.PathLike[str] | Non
     A model folder with a query tower (card ``files.query_*``) gets it, run by the same runtime and
     carrying ``catalog``'s model id (its vectors live in that space); one without returns ``catalog``.
     """
-    folder = Path(model_dir) if model_dir is not None else default_model_dir()
+    folder = model_dir_of(model_dir)
     if not has_query_tower(catalog.card):
         return catalog
     size = catalog.card.get("query_tower", {}).get("input_size")

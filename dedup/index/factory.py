@@ -9,7 +9,9 @@ from dedup.index.ivf_index import IVFIndex
 from dedup.index.pq_index import PQIndex
 from dedup.index.reference import NumpyIndex
 
-#: Kind name → implementation (the sidecar's ``kind``).
+#: Kind name → implementation (the sidecar's ``kind``). The kinds a user may choose are
+#: :data:`dedup.config.INDEX_KIND_NAMES` (the command line lists them without importing FAISS); "numpy" is
+#: the reference the tests compare against. A test checks the two lists agree.
 INDEX_KINDS: dict[str, type[VectorIndex]] = {
     "flat": FaissIndex,  # exact inner product in FAISS: the default
     "ivf": IVFIndex,  # inverted lists: large catalogs (see dedup.config.IVF_MIN_VECTORS)
@@ -28,7 +30,7 @@ def index_class(kind: str) -> type[VectorIndex]:
 
 
 def create_index(dim: int, kind: str = "flat") -> VectorIndex:
-    """A new empty index of ``dim``-dimensional unit vectors of the given kind ("flat", "ivf", "ivfpq" or "numpy")."""
+    """A new empty index of ``dim``-dimensional unit vectors of one of :data:`INDEX_KINDS`."""
     cls = index_class(kind)
     try:
         dim = check_dim(dim)

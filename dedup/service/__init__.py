@@ -87,10 +87,12 @@ def open_store(
 ) -> Store:
     """Open a store folder (``DEDUP_STORE`` / ``./dedup-store`` by default); parts load on first use.
 
-    ``index_kind`` ("auto", "flat", "ivf", "ivfpq"; ``DEDUP_INDEX_KIND``) picks the index; the saved index is
-    rebuilt from the catalog when its kind differs.
+    ``model`` is a model folder (``DEDUP_MODEL``; the shipped model by default). ``index_kind`` ("auto",
+    "flat", "ivf", "ivfpq"; ``DEDUP_INDEX_KIND``) picks the index; the saved index is rebuilt from the
+    catalog when its kind differs. Settings resolve in :meth:`dedup.config.StoreConfig.resolve`, as for
+    the command line.
     """
-    return Store(StoreConfig.resolve(store, db_url, index_kind), model_dir=model)
+    return Store(StoreConfig.resolve(store, db_url, index_kind, model))
 
 
 __all__ = [

@@ -56,10 +56,9 @@ def calibrate_threshold(
             f"no threshold reaches precision {target} on these pairs: the closest pair is not a duplicate"
         )
     threshold, precision, recall = found
-    from dedup.config import default_model_dir
     from dedup.embedding.card import read_card, write_card
 
-    src = store.model_dir or default_model_dir()
+    src = store.model_dir
     out = Path(out_dir)
     if out.resolve() != Path(src).resolve():
         copy_model(Path(src), out)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +35,6 @@ class Store:
     def __init__(
         self,
         config: StoreConfig,
-        model_dir: str | os.PathLike[str] | None = None,
         ivf_min_vectors: int = IVF_MIN_VECTORS,
     ) -> None:
         if config.index_kind is not None:
@@ -44,7 +42,6 @@ class Store:
 
             index_class(config.index_kind)  # ConfigError naming the valid kinds, before any work is done
         self.config = config
-        self.model_dir = Path(model_dir) if model_dir else None
         self.ivf_min_vectors = ivf_min_vectors
         self._catalog: Catalog | None = None
         self._encoder: Encoder | None = None
@@ -53,6 +50,11 @@ class Store:
         self._index_generation = -1
         self._model_checked_at = -1  # catalog generation at the last require_current_model that passed
         self._last_save = 0.0
+
+    @property
+    def model_dir(self) -> Path:
+        """The folder of the model this store embeds with (from its config)."""
+        return self.config.model_dir
 
     # -- parts ---------------------------------------------------------------------------------------
     @property
@@ -85,10 +87,9 @@ class Store:
         """How the catalog model wants its images, from its card: known before the model itself is loaded."""
         if self._encoder is not None:
             return self._encoder.preprocess
-        from dedup.config import default_model_dir
         from dedup.embedding.card import model_input_of, read_card
 
-        return model_input_of(read_card(self.model_dir or default_model_dir()))
+        return model_input_of(read_card(self.model_dir))
 
     def catalog_is_new(self) -> bool:
         """True when the catalog does not exist yet (its SQLite file is not there); False when it does or

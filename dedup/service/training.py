@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dedup.config import default_model_dir
+from dedup.config import model_dir_of
 
 
 def train(
@@ -18,9 +18,7 @@ def train(
     """Train a model folder; ``from_model`` ``"default"`` fine-tunes the shipped model. Returns the card."""
     from dedup.training.trainer import train_model
 
-    start = None
-    if from_model:
-        start = default_model_dir() if from_model == "default" else Path(from_model)
+    start = model_dir_of(from_model) if from_model else None
     return train_model(Path(data_dir) if data_dir else None, Path(out_dir), from_model=start, **options)
 
 
@@ -49,5 +47,5 @@ def distill(
     """Distil the catalog tower of ``teacher`` (a model folder, or ``"default"``) into ``out_dir``; returns its card."""
     from dedup.training.distill import distil_tower
 
-    source = default_model_dir() if str(teacher) == "default" else Path(teacher)
+    source = model_dir_of(teacher)
     return distil_tower(source, Path(out_dir), Path(data_dir) if data_dir else None, **options)
