@@ -146,10 +146,10 @@ def run(
                 raise SystemExit(f"{summary.failed} benchmark images failed to ingest: {summary.failures[:3]}")
             result["sets"][split]["ingest_seconds"] = round(summary.seconds, 2)
             truth, queries = data / split / "truth.csv", data / split / "queries.csv"
-            evals[split] = evaluate(store, truth, queries_csv=queries)
+            evals[split] = evaluate(store, truth, queries_csv=queries).as_dict()
             if split == "test":
                 dev_thr = evals["dev"]["best_f1"]["threshold"]
-                evals["test_dev_threshold"] = evaluate(store, truth, threshold=dev_thr)
+                evals["test_dev_threshold"] = evaluate(store, truth, threshold=dev_thr).as_dict()
                 result["model"] = {"id": store.encoder.model_id, "card_threshold": store.encoder.threshold}
     test = evals["test"]
     for name, ev, rule in (

@@ -39,7 +39,7 @@ def score(model: Path, split: Path, work: Path, threshold: float) -> dict[str, A
     shutil.rmtree(store_dir, ignore_errors=True)
     with open_store(store_dir, model=str(model)) as store:
         ingest_folder(store, split / "catalog")
-        ev = evaluate(store, split / "truth.csv", queries_csv=split / "queries.csv", threshold=threshold)
+        ev = evaluate(store, split / "truth.csv", queries_csv=split / "queries.csv", threshold=threshold).as_dict()
     return {
         "pairs_at_default_threshold": ev["pairs"],
         "best_f1": ev["best_f1"],

@@ -47,10 +47,9 @@ def run_split(split_dir: Path, policies: list[str]) -> dict[str, Any]:
         for policy in policies:
             started = time.perf_counter()
             report = build_report(store, keep=policy, save=False)
-            result = keeper_accuracy(report, truth)
-            assert result is not None
-            result["seconds"] = round(time.perf_counter() - started, 2)
-            out[policy] = result
+            scores = keeper_accuracy(report, truth)
+            assert scores is not None
+            out[policy] = {**scores.as_dict(), "seconds": round(time.perf_counter() - started, 2)}
     return out
 
 

@@ -529,7 +529,7 @@ def evaluate(
     with _open(ctx, "none") as store:
         result = run_evaluation(store, truth, queries_csv=queries, threshold=threshold, sweep=sweep, keep=keep)
     if fmt == "json":
-        click.echo(json.dumps(result, indent=2))
+        click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         click.echo(evaluation_text(result), nl=False)
 
@@ -945,8 +945,8 @@ def calibrate(ctx: click.Context, pairs_csv: str, out_dir: str, target_precision
     with _open(ctx, "none") as store:
         r = calibrate_threshold(store, pairs_csv, out_dir, target_precision)
     click.echo(
-        f"threshold {r['threshold']} (was {r['previous_threshold']}): precision {r['precision']}, "
-        f"recall {r['recall']} on {r['pairs']} pairs -> {out_dir}"
+        f"threshold {r.threshold} (was {r.previous_threshold}): precision {r.precision:.4f}, "
+        f"recall {r.recall:.4f} on {r.pairs} pairs -> {out_dir}"
     )
 
 

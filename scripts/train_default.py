@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "store", model=str(args.out)) as store:
             result = calibrate_threshold(store, args.calibrate_truth, args.out, target=0.99)
-        print(f"calibrated on {args.calibrate_truth}: {result}")
+        print(f"calibrated on {args.calibrate_truth}: {result.as_dict()}")
     return 0
 
 

@@ -183,9 +183,16 @@ def test_evaluate_against_the_sample_truth(cli_store: Path, sample_copy: Path, t
         ],
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    text = json.dumps(payload)
-    assert "precision" in text and "recall" in text
+    payload = json.loads(result.stdout)  # read back as a user's script would: the same keys as before typing
+    listed = payload["images"]["listed"]
+    pairs = payload["pairs"]
+    assert pairs["positives"] + pairs["negatives"] == listed * (listed - 1) // 2
+    assert 0 < pairs["f1"] <= 1 and payload["threshold_source"] == "model card"
+    assert set(payload["best_f1"]) == {"f1", "precision", "recall", "threshold"}
+    assert set(payload["at_precision"]) == {"target", "threshold", "precision", "recall"}
+    keeper = payload["clusters"]["keeper"]
+    assert keeper["original_kept"] <= keeper["clusters_with_original"] and keeper["policy"][0] == "quality"
+    assert payload["sweep"] == str(svg.resolve()) and payload["queries"] is None
     assert svg.read_text().lstrip().startswith("<")
 
 

@@ -40,7 +40,7 @@ def _jpeg(img: Image.Image, quality: int) -> Image.Image:
 
 def test_default_model_loads_with_card(encoder: Encoder) -> None:
     card = encoder.card
-    assert encoder.dim == card["dim"] and encoder.input_size == card["input_size"]
+    assert encoder.dim == card.dim and encoder.input_size == card.input_size and card.model_input == encoder.preprocess
     assert 0.0 < encoder.threshold < 2.0
     assert encoder.model_id.startswith("tower-v1-") and len(encoder.model_id) == len("tower-v1-") + 12
     total = sum(f.stat().st_size for f in default_model_dir().iterdir() if f.is_file())
@@ -210,3 +210,19 @@ def test_dedup_model_is_honoured_by_the_library_too(tmp_path: Path, monkeypatch:
     # An explicit argument wins over the environment; "default" names the shipped model.
     with open_store(tmp_path / "s", model="default") as store:
         assert store.model_dir == default_model_dir() and store.encoder.threshold != pytest.approx(0.4242)
+
+
+def test_model_card_is_typed_once_and_round_trips(tmp_path: Path) -> None:
+    from dedup.embedding.card import CARD_NAME, ModelCard, load_card, read_card
+
+    card = load_card(default_model_dir())
+    assert isinstance(card, ModelCard) and card.files["tflite"] and 0 < card.threshold < 2
+    assert ModelCard.from_dict(card.as_dict()) == card  # the document round-trips through the typed view
+    assert card.as_dict() == read_card(default_model_dir())
+    bad = tmp_path / "bad"
+    shutil.copytree(default_model_dir(), bad)
+    doc = json.loads((bad / CARD_NAME).read_text())
+    doc["dim"] = "one hundred"
+    (bad / CARD_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="malformed field"):
+        load_encoder(bad)

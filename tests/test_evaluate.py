@@ -20,6 +20,7 @@ from dedup.report.plots import BAR_OPACITY, PANEL_H, PANEL_W
 from dedup.report.plots_png import SCALE
 from dedup.service import Store, evaluate, evaluation_text
 from dedup.service.evaluation import read_queries, read_truth
+from dedup.service.evaluation_result import EvaluationResult, ImageCounts
 from dedup.types import IngestSummary
 from tests.conftest import SAMPLE_QUERIES
 
@@ -44,57 +45,60 @@ def queries_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def result(ingested: tuple[Store, IngestSummary], sample_copy: Path, queries_csv: Path, tmp_path_factory) -> dict:
+def result(
+    ingested: tuple[Store, IngestSummary], sample_copy: Path, queries_csv: Path, tmp_path_factory
+) -> EvaluationResult:
     store, _ = ingested
     png = tmp_path_factory.mktemp("sweep") / "sweep.png"
     return evaluate(store, sample_copy / "truth.csv", queries_csv=queries_csv, sweep=png)
 
 
 @pytest.fixture(scope="module")
-def svg_result(ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path_factory) -> dict:
+def svg_result(ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path_factory) -> EvaluationResult:
     store, _ = ingested
     svg = tmp_path_factory.mktemp("sweep_svg") / "sweep.svg"
     return evaluate(store, sample_copy / "truth.csv", sweep=svg)
 
 
-def test_every_truth_image_is_scored_from_the_catalog(result: dict, sample_copy: Path) -> None:
+def test_every_truth_image_is_scored_from_the_catalog(result: EvaluationResult, sample_copy: Path) -> None:
     listed = len(read_truth(sample_copy / "truth.csv").paths)
-    assert result["form"] == "groups"
-    assert result["images"] == {"listed": listed, "in_catalog": listed, "embedded": 0, "unusable": 0}
-    pairs = result["pairs"]
-    assert pairs["positives"] + pairs["negatives"] == listed * (listed - 1) // 2
-    assert result["threshold_source"] == "model card"
+    assert result.form == "groups"
+    assert result.images == ImageCounts(listed=listed, in_catalog=listed, embedded=0, unusable=0)
+    pairs = result.pairs
+    assert pairs.positives + pairs.negatives == listed * (listed - 1) // 2
+    assert result.threshold_source == "model card"
 
 
-def test_kinds_from_the_truth_are_scored_separately(result: dict) -> None:
-    kinds = result["by_kind"]
+def test_kinds_from_the_truth_are_scored_separately(result: EvaluationResult) -> None:
+    kinds = result.by_kind
     assert {"crop_90", "pad", "hflip", "watermark", "exact_copy"} <= set(kinds)
     assert "original" not in kinds
     # Colour variants are groups of their own: their pairs are all negatives.
     variants = [s for k, s in kinds.items() if k.startswith("variant_")]
-    assert variants and all(s["positives"] == 0 and s["recall"] is None for s in variants)
+    assert variants and all(s.positives == 0 and s.recall is None for s in variants)
     # Exact copies are the same bytes: every one matches its original at any threshold.
-    assert kinds["exact_copy"]["recall"] == 1.0
+    assert kinds["exact_copy"].recall == 1.0
 
 
-def test_floors(result: dict) -> None:
-    assert result["pairs"]["f1"] >= MIN_PAIR_F1
-    assert result["clusters"]["f1"] >= MIN_BCUBED_F1
-    queries = result["queries"]
-    assert queries["count"] == len(list(SAMPLE_QUERIES.glob("*__phone.jpg"))) and not queries["failed"]
-    assert queries["recall_at_5"] >= MIN_QUERY_RECALL_AT_5
-    assert queries["recall_at_1"] <= queries["recall_at_5"] and queries["mrr"] <= 1.0
+def test_floors(result: EvaluationResult) -> None:
+    assert result.pairs.f1 is not None and result.pairs.f1 >= MIN_PAIR_F1
+    assert result.clusters is not None and result.clusters.f1 >= MIN_BCUBED_F1
+    queries = result.queries
+    assert queries is not None
+    assert queries.count == len(list(SAMPLE_QUERIES.glob("*__phone.jpg"))) and not queries.failed
+    assert queries.recall_at_5 >= MIN_QUERY_RECALL_AT_5
+    assert queries.recall_at_1 <= queries.recall_at_5 and queries.mrr <= 1.0
 
 
 def test_best_threshold_reproduces_its_scores(
-    ingested: tuple[Store, IngestSummary], sample_copy: Path, result: dict
+    ingested: tuple[Store, IngestSummary], sample_copy: Path, result: EvaluationResult
 ) -> None:
     store, _ = ingested
-    best = result["best_f1"]
-    again = evaluate(store, sample_copy / "truth.csv", threshold=best["threshold"])
-    assert again["threshold_source"] == "given"
-    assert again["pairs"]["f1"] == pytest.approx(best["f1"], abs=1e-4)
-    assert again["pairs"]["f1"] >= result["pairs"]["f1"] - 1e-9
+    best = result.best_f1
+    again = evaluate(store, sample_copy / "truth.csv", threshold=best.threshold)
+    assert again.threshold_source == "given"
+    assert again.pairs.f1 == pytest.approx(best.f1, abs=1e-4)
+    assert again.pairs.f1 >= (result.pairs.f1 or 0.0) - 1e-9
 
 
 def _rgb(colour: str) -> tuple[int, int, int]:
@@ -110,8 +114,8 @@ def _has_colour(colours: set[tuple[int, int, int]], want: tuple[int, int, int], 
     return any(max(abs(a - b) for a, b in zip(c, want, strict=True)) <= tolerance for c in colours)
 
 
-def test_sweep_png_is_written(result: dict) -> None:
-    path = Path(result["sweep"])
+def test_sweep_png_is_written(result: EvaluationResult) -> None:
+    path = Path(result.sweep or "")
     assert path.suffix == ".png" and path.is_absolute()
     with Image.open(path) as img:
         assert img.format == "PNG"
@@ -132,8 +136,8 @@ def test_sweep_png_is_written(result: dict) -> None:
     assert _rgb("#1f77b4") in {c for _, c in pr_panel.getcolors(maxcolors=1 << 20) or []}
 
 
-def test_sweep_svg_is_still_written(svg_result: dict) -> None:
-    path = Path(svg_result["sweep"])
+def test_sweep_svg_is_still_written(svg_result: EvaluationResult) -> None:
+    path = Path(svg_result.sweep or "")
     assert path.suffix == ".svg"
     doc = xml.dom.minidom.parse(str(path))  # well-formed XML
     assert doc.documentElement.tagName == "svg"
@@ -160,10 +164,10 @@ def test_cli_sweep_with_another_suffix_exits_as_an_input_error(sample_copy: Path
     assert ".png or .svg" in result.stderr and not out.exists()
 
 
-def test_text_summary(result: dict) -> None:
+def test_text_summary(result: EvaluationResult) -> None:
     text = evaluation_text(result)
     assert "B-cubed" in text and "Recall@1" in text and "crop_90" in text
-    assert f"sweep plot: {result['sweep']}" in text
+    assert f"sweep plot: {result.sweep}" in text
 
 
 def test_labelled_pairs_with_files_outside_the_catalog(
@@ -183,10 +187,10 @@ def test_labelled_pairs_with_files_outside_the_catalog(
         w.writerow(["path_a", "path_b", "label"])
         w.writerows(rows)
     out = evaluate(store, path)
-    assert out["form"] == "pairs" and out["clusters"] is None
-    assert out["images"]["embedded"] == 1 and out["images"]["unusable"] == 1
-    assert out["unusable"][0]["path"].endswith("empty.jpg")
-    assert out["pairs"]["positives"] == 2 and out["pairs"]["negatives"] == 1
+    assert out.form == "pairs" and out.clusters is None
+    assert out.images.embedded == 1 and out.images.unusable == 1
+    assert out.unusable[0].path.endswith("empty.jpg")
+    assert out.pairs.positives == 2 and out.pairs.negatives == 1
 
 
 def test_queries_by_product_id(ingested: tuple[Store, IngestSummary], sample_copy: Path, tmp_path: Path) -> None:
@@ -206,8 +210,8 @@ def test_queries_by_product_id(ingested: tuple[Store, IngestSummary], sample_cop
         for p in alone:
             w.writerow([str(p), products[p.relative_to(sample_copy.resolve()).as_posix()]])
     out = evaluate(store, sample_copy / "truth.csv", queries_csv=path)
-    assert out["queries"]["by"] == "product_id"
-    assert out["queries"]["recall_at_1"] == 1.0 and out["queries"]["mrr"] == 1.0
+    assert out.queries is not None and out.queries.by == "product_id"
+    assert out.queries.recall_at_1 == 1.0 and out.queries.mrr == 1.0
 
 
 @pytest.mark.parametrize(

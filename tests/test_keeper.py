@@ -69,9 +69,9 @@ def test_the_original_is_kept(keeper_set: Path, tmp_path: Path) -> None:
         shas = {m.sha256 for c in report.clusters for m in c.members}
         assert set(store.catalog.keeper_signals(shas, SIGNALS_VERSION)) == shas
     assert new is not None and old is not None
-    assert new["clusters_with_original"] >= len(SHOTS) // 2, new
-    assert new["accuracy"] >= 0.85, (new, old)
-    assert old["accuracy"] <= 0.5, old  # the old policy kept padded and rotated copies
+    assert new.clusters_with_original >= len(SHOTS) // 2, new
+    assert new.accuracy is not None and new.accuracy >= 0.85, (new, old)
+    assert old.accuracy is not None and old.accuracy <= 0.5, old  # the old policy kept padded and rotated copies
     for c in report.clusters:
         assert c.keep_rule in ("quality", "central", "detail", "resolution", "size", "oldest", "id")
         assert c.reason

@@ -173,7 +173,7 @@ def test_tiny_training_run_writes_a_loadable_model(tmp_path: Path) -> None:
     emb = enc.embed_images([_product(0), _product(1)])
     assert emb.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    assert enc.card["command"]
+    assert enc.card.document and enc.card.document["command"]
 
 
 def test_pairs_csv_layout_joins_duplicates_and_groups_negatives(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from dedup.config import model_dir_of
-from dedup.embedding.card import read_card, trims_background
+from dedup.embedding.card import ModelCard, load_card
 from dedup.embedding.native_log import native_stderr_to_log
 from dedup.errors import ModelError
 from dedup.imaging import ModelInput
@@ -36,18 +36,18 @@ class Encoder(ABC):
     dim: int
     input_size: int
     threshold: float
-    card: dict[str, Any]
+    card: ModelCard
     runtime: str
 
     def __init__(
-        self, card: dict[str, Any], weights: Path, model_id: str | None = None, input_size: int | None = None
+        self, card: ModelCard, weights: Path, model_id: str | None = None, input_size: int | None = None
     ) -> None:
         self.card = card
-        self.dim = int(card["dim"])
-        self.input_size = input_size or int(card["input_size"])
-        self.threshold = float(card["threshold"])
+        self.dim = card.dim
+        self.input_size = input_size or card.input_size
+        self.threshold = card.threshold
         #: The preprocessing the model was trained with (input side, background trim).
-        self.preprocess = ModelInput(self.input_size, trims_background(card))
+        self.preprocess = ModelInput(self.input_size, card.trim_background)
         #: Names the vector space: the weights' (and preprocessing's) own, or, for a query tower, the catalog tower's.
         self.model_id = model_id or _model_id(weights, self.trim)
         self.weights = weights
@@ -92,7 +92,7 @@ class LiteEncoder(Encoder):
 
     def __init__(
         self,
-        card: dict[str, Any],
+        card: ModelCard,
         weights: Path,
         prefer: str = "litert",
         model_id: str | None = None,
@@ -123,7 +123,7 @@ class KerasEncoder(Encoder):
     runtime = "keras"
 
     def __init__(
-        self, card: dict[str, Any], weights: Path, model_id: str | None = None, input_size: int | None = None
+        self, card: ModelCard, weights: Path, model_id: str | None = None, input_size: int | None = None
     ) -> None:
         super().__init__(card, weights, model_id, input_size)
         import keras
@@ -144,13 +144,7 @@ def load_encoder(model_dir: str | os.PathLike[str] | None = None, runtime: str |
     :class:`~dedup.errors.ModelError` if the folder, its card or its weights are missing or corrupt.
     """
     folder = model_dir_of(model_dir)
-    return _load(folder, read_card(folder), "", runtime, None)
-
-
-def has_query_tower(card: dict[str, Any]) -> bool:
-    """Whether the card names a query tower of its own (see :mod:`dedup.training.query_tower`)."""
-    files = card.get("files", {})
-    return bool(files.get("query_tflite") or files.get("query_keras"))
+    return _load(folder, load_card(folder), "", runtime, None)
 
 
 def load_query_encoder(catalog: Encoder, model_dir: str | os.PathLike[str] | None = None) -> Encoder:
@@ -160,24 +154,23 @@ def load_query_encoder(catalog: Encoder, model_dir: str | os.PathLike[str] | Non
     carrying ``catalog``'s model id (its vectors live in that space); one without returns ``catalog``.
     """
     folder = model_dir_of(model_dir)
-    if not has_query_tower(catalog.card):
+    if not catalog.card.has_query_tower:
         return catalog
-    size = catalog.card.get("query_tower", {}).get("input_size")
-    return _load(folder, catalog.card, "query_", catalog.runtime, catalog.model_id, size)
+    return _load(folder, catalog.card, "query_", catalog.runtime, catalog.model_id, catalog.card.query_input_size)
 
 
 def _load(
     folder: Path,
-    card: dict[str, Any],
+    card: ModelCard,
     prefix: str,
     runtime: str | None,
     model_id: str | None,
     input_size: int | None = None,
 ) -> Encoder:
     """The encoder of the card's ``{prefix}tflite`` or ``{prefix}keras`` file, fastest runtime first."""
-    files = card["files"]
-    tflite = folder / files[prefix + "tflite"] if files.get(prefix + "tflite") else None
-    keras_file = folder / files[prefix + "keras"] if files.get(prefix + "keras") else None
+    tflite_name, keras_name = card.files.get(prefix + "tflite"), card.files.get(prefix + "keras")
+    tflite = folder / tflite_name if tflite_name else None
+    keras_file = folder / keras_name if keras_name else None
     if runtime not in (None, "litert", "tflite", "keras"):
         raise ModelError(f"unknown runtime {runtime!r}; use litert, tflite or keras")
     errors: list[str] = []

@@ -19,7 +19,9 @@ from dedup.service.store import Store
 if TYPE_CHECKING:
     from dedup.report import render_report
     from dedup.service.cache import EmbeddingCache
+    from dedup.service.calibration import calibrate_threshold
     from dedup.service.evaluation import evaluate, evaluation_text
+    from dedup.service.evaluation_result import CalibrationResult, EvaluationResult
     from dedup.service.ingest import ingest_folder
     from dedup.service.reporting import DEFAULT_KEEP, build_report, forget_report, save_report, thumbnails
     from dedup.service.review import clear_pair, mark_pair
@@ -43,6 +45,9 @@ _LAZY = {
     "EmbeddingCache": "dedup.service.cache",
     "evaluate": "dedup.service.evaluation",
     "evaluation_text": "dedup.service.evaluation",
+    "EvaluationResult": "dedup.service.evaluation_result",
+    "CalibrationResult": "dedup.service.evaluation_result",
+    "calibrate_threshold": "dedup.service.calibration",
     "ingest_folder": "dedup.service.ingest",
     "DEFAULT_KEEP": "dedup.service.reporting",
     "build_report": "dedup.service.reporting",
@@ -121,4 +126,7 @@ __all__ = [
     "DEFAULT_KEEP",
     "evaluate",
     "evaluation_text",
+    "EvaluationResult",
+    "calibrate_threshold",
+    "CalibrationResult",
 ]

@@ -6,13 +6,13 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching.metrics import group_pairs, threshold_at_precision
 from dedup.service.evaluation import read_truth
+from dedup.service.evaluation_result import CalibrationResult
 from dedup.service.store import Store
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def calibrate_threshold(
     store: Store, pairs_csv: str | os.PathLike[str], out_dir: str | os.PathLike[str], target: float = 0.99
-) -> dict[str, Any]:
+) -> CalibrationResult:
     """Embed a ground truth (labelled pairs ``path_a,path_b,label`` or groups ``path,group``: every pair in a
     group is a duplicate, every pair across groups is not, as in ``evaluate``), pick the largest threshold
     with precision ≥ ``target`` and write a copy
@@ -63,18 +63,22 @@ def calibrate_threshold(
     if out.resolve() != Path(src).resolve():
         copy_model(Path(src), out)
     card = read_card(out)
-    result = {
-        "pairs": int(len(labels)),
-        "skipped_files": skipped,
-        "target_precision": target,
-        "threshold": round(threshold, 4),
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "previous_threshold": card.get("threshold"),
-    }
-    card["threshold"] = result["threshold"]
+    result = CalibrationResult(
+        pairs=int(len(labels)),
+        target_precision=target,
+        threshold=round(threshold, 4),
+        precision=precision,
+        recall=recall,
+        previous_threshold=card.get("threshold"),
+        skipped_files=tuple(skipped),
+    )
+    card["threshold"] = result.threshold
     card.setdefault("calibration_history", []).append(
-        {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "source": str(pairs_csv), **result}
+        {
+            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": str(pairs_csv),
+            **result.as_dict(),
+        }
     )
     write_card(out, card)
     return result

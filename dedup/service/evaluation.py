@@ -22,7 +22,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -31,6 +30,16 @@ from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching import metrics
 from dedup.report.plots import sweep_svg
 from dedup.report.plots_png import sweep_png
+from dedup.service.evaluation_result import (
+    ClusterScores,
+    EvaluationResult,
+    ImageCounts,
+    KeeperScores,
+    QueryMiss,
+    QueryScores,
+    ThresholdChoice,
+    UnusableFile,
+)
 from dedup.service.reporting import build_report
 from dedup.service.search import query_paths
 from dedup.service.store import Store
@@ -155,7 +164,7 @@ def read_queries(csv_path: str | os.PathLike[str]) -> tuple[str, list[tuple[Path
     return key, out
 
 
-def _vectors(store: Store, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, str]]]:
+def _vectors(store: Store, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[UnusableFile]]:
     """Vectors of ``paths``: ``(vectors (n, dim), usable (n,), from_catalog (n,), unusable files)``.
 
     Catalog vectors are taken only when they belong to the store's current model; other files are
@@ -175,7 +184,7 @@ def _vectors(store: Store, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarra
             to_embed.append(k)
         else:
             out[k], usable[k] = stored[row], True
-    unusable: list[dict[str, str]] = []
+    unusable: list[UnusableFile] = []
     for start in range(0, len(to_embed), BATCH_SIZE):
         chunk = to_embed[start : start + BATCH_SIZE]
         try:
@@ -190,7 +199,7 @@ def _vectors(store: Store, paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarra
                 usable[k] = True
             except ImageError as exc:
                 log.warning("left out of the evaluation: %s", exc.message)
-                unusable.append({"path": str(paths[k]), "reason": exc.reason})
+                unusable.append(UnusableFile(str(paths[k]), exc.reason))
     from_catalog = np.ones(len(paths), bool)
     from_catalog[to_embed] = False
     return out, usable, from_catalog, unusable
@@ -208,7 +217,7 @@ def _pair_distances(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nda
 
 def _bcubed_section(
     store: Store, truth: Truth, from_catalog: np.ndarray, threshold: float, keep: str = DEFAULT_KEEP
-) -> dict[str, Any]:
+) -> ClusterScores:
     """B-cubed scores of the report's clusters (computed, not saved) against the truth groups, and how
     often the keeper is the original.
 
@@ -222,17 +231,17 @@ def _bcubed_section(
     predicted = [cluster_of.get(str(truth.paths[k]), f"single:{truth.paths[k]}") for k in keep_rows]
     groups = [truth.groups[k] for k in keep_rows]
     p, r, f1 = metrics.bcubed(predicted, groups)
-    return {
-        "images": len(keep_rows),
-        "clusters": len({c for c in predicted if not c.startswith("single:")}),
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(f1, 4),
-        "keeper": keeper_accuracy(report, truth),
-    }
+    return ClusterScores(
+        images=len(keep_rows),
+        clusters=len({c for c in predicted if not c.startswith("single:")}),
+        precision=p,
+        recall=r,
+        f1=f1,
+        keeper=keeper_accuracy(report, truth),
+    )
 
 
-def keeper_accuracy(report: Report, truth: Truth) -> dict[str, Any] | None:
+def keeper_accuracy(report: Report, truth: Truth) -> KeeperScores | None:
     """Of the report's clusters that hold an original (truth kind ``original``), the share whose keeper is
     one (or a byte- or pixel-identical copy of one), and the kinds of the wrong keepers; None without
     originals in the truth."""
@@ -254,16 +263,15 @@ def keeper_accuracy(report: Report, truth: Truth) -> dict[str, Any] | None:
         else:
             kind = kind_of.get(keeper.path) or "unlabelled"
             wrong[kind] = wrong.get(kind, 0) + 1
-    return {
-        "clusters_with_original": with_original,
-        "original_kept": right,
-        "accuracy": round(right / with_original, 4) if with_original else None,
-        "policy": list(report.keep_policy),
-        "wrong_keepers": dict(sorted(wrong.items(), key=lambda kv: -kv[1])),
-    }
+    return KeeperScores(
+        clusters_with_original=with_original,
+        original_kept=right,
+        policy=tuple(report.keep_policy),
+        wrong_keepers=dict(sorted(wrong.items(), key=lambda kv: -kv[1])),
+    )
 
 
-def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[str]) -> dict[str, Any]:
+def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[str]) -> QueryScores:
     """Recall@1/@5 and MRR of the queries, ranking catalog hits by distinct product (group or product id)."""
     key, queries = read_queries(queries_csv)
     group_of: dict[str, str] = {}
@@ -272,13 +280,13 @@ def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[st
             raise InputError("a path,group queries CSV needs a path,group ground truth to name the groups")
         group_of = {str(p): g for p, g in zip(truth.paths, truth.groups, strict=True)}
     ranks: list[float] = []
-    misses: list[dict[str, Any]] = []
-    failed: list[dict[str, str]] = []
+    misses: list[QueryMiss] = []
+    failed: list[UnusableFile] = []
     for (qpath, expected), result in zip(
         queries, query_paths(store, [q for q, _ in queries], QUERY_DEPTH), strict=True
     ):
         if isinstance(result, ImageError):
-            failed.append({"path": str(qpath), "reason": result.reason})
+            failed.append(UnusableFile(str(qpath), result.reason))
             continue
         labels: list[str] = []
         for hit in result.hits:
@@ -289,22 +297,17 @@ def _query_section(store: Store, truth: Truth, queries_csv: str | os.PathLike[st
         ranks.append(rank)
         if rank > 1:
             misses.append(
-                {
-                    "query": str(qpath),
-                    "expected": expected,
-                    "rank": None if np.isinf(rank) else int(rank),
-                    "top": labels[0] if labels else None,
-                }
+                QueryMiss(str(qpath), expected, None if np.isinf(rank) else int(rank), labels[0] if labels else None)
             )
-    return {
-        "by": key,
-        "count": len(ranks),
-        "failed": failed,
-        "recall_at_1": round(metrics.recall_at_k(ranks, 1), 4),
-        "recall_at_5": round(metrics.recall_at_k(ranks, 5), 4),
-        "mrr": round(metrics.mean_reciprocal_rank(ranks), 4),
-        "misses": misses,
-    }
+    return QueryScores(
+        by=key,
+        count=len(ranks),
+        recall_at_1=metrics.recall_at_k(ranks, 1),
+        recall_at_5=metrics.recall_at_k(ranks, 5),
+        mrr=metrics.mean_reciprocal_rank(ranks),
+        failed=tuple(failed),
+        misses=tuple(misses),
+    )
 
 
 def _sweep_format(path: str | os.PathLike[str]) -> str:
@@ -345,8 +348,8 @@ def evaluate(
     threshold: float | None = None,
     sweep: str | os.PathLike[str] | None = None,
     keep: str = DEFAULT_KEEP,
-) -> dict[str, Any]:
-    """Score the store's model against a ground truth; returns a JSON-ready dict.
+) -> EvaluationResult:
+    """Score the store's model against a ground truth (``as_dict()`` of the result is its JSON).
 
     Sections: ``pairs`` (precision, recall, F1 at ``threshold``, default the model card's), ``by_kind``,
     ``best_f1`` and ``at_precision`` (thresholds this truth would choose), ``clusters`` (B-cubed of the
@@ -354,6 +357,7 @@ def evaluate(
     ``original``; groups truths only), ``queries`` (with ``queries_csv``). With ``sweep``
     (a ``.png`` or ``.svg`` path), writes the precision-recall curve and the distance histogram there, in the
     format its suffix names, and ``sweep`` in the result is its absolute path.
+    See :class:`~dedup.service.evaluation_result.EvaluationResult` for each section.
     """
     started = time.monotonic()
     if sweep is not None:
@@ -363,12 +367,12 @@ def evaluate(
         raise ConfigError(f"threshold must be a distance between 0 and 2, got {thr}")
     truth = read_truth(truth_csv)
     vectors, usable, from_catalog, unusable = _vectors(store, truth.paths)
-    counts = {
-        "listed": len(truth.paths),
-        "in_catalog": int(from_catalog.sum()),
-        "embedded": int((usable & ~from_catalog).sum()),
-        "unusable": len(unusable),
-    }
+    counts = ImageCounts(
+        listed=len(truth.paths),
+        in_catalog=int(from_catalog.sum()),
+        embedded=int((usable & ~from_catalog).sum()),
+        unusable=len(unusable),
+    )
     if truth.form == "groups":
         a, b, labels = metrics.group_pairs(truth.groups)
         by_kind = metrics.kind_masks(a, b, truth.kinds)
@@ -384,91 +388,88 @@ def evaluate(
     scores = metrics.pair_scores(dist, labels, thr)
     f1, bp, br, bt = metrics.best_f1_threshold(dist, labels)
     at_p = metrics.threshold_at_precision(dist, labels, TARGET_PRECISION)
-    result: dict[str, Any] = {
-        "truth": str(Path(truth_csv).resolve()),
-        "form": truth.form,
-        "model": store.encoder.model_id,
-        "threshold": thr,
-        "threshold_source": "model card" if threshold is None else "given",
-        "images": counts,
-        "unusable": unusable,
-        "pairs": scores.as_dict(),
-        "by_kind": {k: metrics.pair_scores(dist[m], labels[m], thr).as_dict() for k, m in by_kind.items()},
-        "best_f1": {"f1": round(f1, 4), "precision": round(bp, 4), "recall": round(br, 4), "threshold": round(bt, 6)},
-        "at_precision": {
-            "target": TARGET_PRECISION,
-            **(
-                {"threshold": round(at_p[0], 6), "precision": round(at_p[1], 4), "recall": round(at_p[2], 4)}
-                if at_p is not None
-                else {"threshold": None, "precision": None, "recall": None}
-            ),
-        },
-        "clusters": _bcubed_section(store, truth, from_catalog, thr, keep) if truth.form == "groups" else None,
-        "queries": _query_section(store, truth, queries_csv) if queries_csv is not None else None,
-        "sweep": None,
-    }
+    clusters = _bcubed_section(store, truth, from_catalog, thr, keep) if truth.form == "groups" else None
+    queries = _query_section(store, truth, queries_csv) if queries_csv is not None else None
+    sweep_path = None
     if sweep is not None:
         _, precision, recall, _ = metrics.precision_recall_curve(dist, labels)
         chosen = (scores.recall or 0.0, scores.precision if scores.precision is not None else 1.0, thr)
-        result["sweep"] = _write_sweep(Path(sweep), precision, recall, dist[labels == 1], dist[labels == 0], chosen)
-    result["seconds"] = round(time.monotonic() - started, 3)
-    return result
+        sweep_path = _write_sweep(Path(sweep), precision, recall, dist[labels == 1], dist[labels == 0], chosen)
+    return EvaluationResult(
+        truth=str(Path(truth_csv).resolve()),
+        form=truth.form,
+        model=store.encoder.model_id,
+        threshold=thr,
+        threshold_source="model card" if threshold is None else "given",
+        images=counts,
+        pairs=scores,
+        by_kind={k: metrics.pair_scores(dist[m], labels[m], thr) for k, m in by_kind.items()},
+        best_f1=ThresholdChoice(threshold=bt, precision=bp, recall=br, f1=f1),
+        at_precision=ThresholdChoice(*at_p) if at_p is not None else ThresholdChoice(None, None, None),
+        target_precision=TARGET_PRECISION,
+        unusable=tuple(unusable),
+        clusters=clusters,
+        queries=queries,
+        sweep=sweep_path,
+        seconds=time.monotonic() - started,
+    )
 
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def evaluation_text(result: dict[str, Any]) -> str:
+def evaluation_text(result: EvaluationResult) -> str:
     """A readable summary of :func:`evaluate`'s result: overall, per kind, clusters, queries."""
-    p = result["pairs"]
-    img = result["images"]
+    img = result.images
     lines = [
-        f"model {result['model']}, threshold {result['threshold']:.4f} ({result['threshold_source']})",
-        f"images: {img['listed']} listed, {img['in_catalog']} from the catalog, {img['embedded']} embedded now, "
-        f"{img['unusable']} unusable",
+        f"model {result.model}, threshold {result.threshold:.4f} ({result.threshold_source})",
+        f"images: {img.listed} listed, {img.in_catalog} from the catalog, {img.embedded} embedded now, "
+        f"{img.unusable} unusable",
         "",
         f"{'pairs':<16} {'P':>7} {'R':>7} {'F1':>7} {'dup':>8} {'non-dup':>10} {'TP':>7} {'FP':>6} {'FN':>6}",
     ]
 
-    def row(name: str, s: dict[str, Any]) -> str:
+    def row(name: str, s: metrics.PairScores) -> str:
         return (
-            f"{name:<16} {_fmt(s['precision']):>7} {_fmt(s['recall']):>7} {_fmt(s['f1']):>7} {s['positives']:>8} "
-            f"{s['negatives']:>10} {s['tp']:>7} {s['fp']:>6} {s['fn']:>6}"
+            f"{name:<16} {_fmt(s.precision):>7} {_fmt(s.recall):>7} {_fmt(s.f1):>7} {s.positives:>8} "
+            f"{s.negatives:>10} {s.tp:>7} {s.fp:>6} {s.fn:>6}"
         )
 
-    lines.append(row("all", p))
-    for kind, s in result["by_kind"].items():
+    lines.append(row("all", result.pairs))
+    for kind, s in result.by_kind.items():
         lines.append(row(f"  {kind}", s))
-    b = result["best_f1"]
+    b = result.best_f1
     lines.append("")
     lines.append(
-        f"best F1 on this truth: {b['f1']:.4f} (P {b['precision']:.4f}, R {b['recall']:.4f}) at {b['threshold']:.4f}"
+        f"best F1 on this truth: {_fmt(b.f1)} (P {_fmt(b.precision)}, R {_fmt(b.recall)}) at {_fmt(b.threshold)}"
     )
-    ap = result["at_precision"]
-    if ap["threshold"] is not None:
-        lines.append(f"precision >= {ap['target']}: recall {ap['recall']:.4f} at threshold {ap['threshold']:.4f}")
+    ap = result.at_precision
+    if ap.threshold is not None:
+        lines.append(
+            f"precision >= {result.target_precision}: recall {_fmt(ap.recall)} at threshold {ap.threshold:.4f}"
+        )
     else:
-        lines.append(f"precision >= {ap['target']}: reached at no threshold")
-    c = result["clusters"]
+        lines.append(f"precision >= {result.target_precision}: reached at no threshold")
+    c = result.clusters
     if c is not None:
         lines.append(
-            f"clusters (B-cubed over {c['images']} images, {c['clusters']} clusters): "
-            f"P {c['precision']:.4f}, R {c['recall']:.4f}, F1 {c['f1']:.4f}"
+            f"clusters (B-cubed over {c.images} images, {c.clusters} clusters): "
+            f"P {c.precision:.4f}, R {c.recall:.4f}, F1 {c.f1:.4f}"
         )
-        k = c.get("keeper")
-        if k and k["accuracy"] is not None:
-            wrong = ", ".join(f"{kind} {n}" for kind, n in k["wrong_keepers"].items()) or "none"
+        k = c.keeper
+        if k is not None and k.accuracy is not None:
+            wrong = ", ".join(f"{kind} {n}" for kind, n in k.wrong_keepers.items()) or "none"
             lines.append(
-                f"keeper ({', '.join(k['policy'])}): the original in {k['original_kept']} of "
-                f"{k['clusters_with_original']} clusters holding one ({k['accuracy']:.4f}); wrong keepers: {wrong}"
+                f"keeper ({', '.join(k.policy)}): the original in {k.original_kept} of "
+                f"{k.clusters_with_original} clusters holding one ({k.accuracy:.4f}); wrong keepers: {wrong}"
             )
-    q = result["queries"]
+    q = result.queries
     if q is not None:
         lines.append(
-            f"queries ({q['count']}, by {q['by']}): Recall@1 {q['recall_at_1']:.4f}, Recall@5 {q['recall_at_5']:.4f}, "
-            f"MRR {q['mrr']:.4f}" + (f"; {len(q['failed'])} unreadable" if q["failed"] else "")
+            f"queries ({q.count}, by {q.by}): Recall@1 {q.recall_at_1:.4f}, Recall@5 {q.recall_at_5:.4f}, "
+            f"MRR {q.mrr:.4f}" + (f"; {len(q.failed)} unreadable" if q.failed else "")
         )
-    if result["sweep"]:
-        lines.append(f"sweep plot: {result['sweep']}")
+    if result.sweep:
+        lines.append(f"sweep plot: {result.sweep}")
     return "\n".join(lines) + "\n"

@@ -87,9 +87,9 @@ class Store:
         """How the catalog model wants its images, from its card: known before the model itself is loaded."""
         if self._encoder is not None:
             return self._encoder.preprocess
-        from dedup.embedding.card import model_input_of, read_card
+        from dedup.embedding.card import load_card
 
-        return model_input_of(read_card(self.model_dir))
+        return load_card(self.model_dir).model_input
 
     def catalog_is_new(self) -> bool:
         """True when the catalog does not exist yet (its SQLite file is not there); False when it does or
