@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "index": set(),
     "catalog": set(),
     "embedding": {"imaging"},
-    "training": {"embedding", "imaging", "matching", "workers"},
+    "training": {"embedding", "imaging", "matching", "report", "workers"},
     "imaging": set(),
     "workers": set(),
     "config": set(),

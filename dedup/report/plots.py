@@ -1,103 +1,31 @@
-"""Evaluation plots as self-contained SVG text: a precision-recall curve and a distance histogram.
+"""The plots dedup draws: the evaluation sweep (a precision-recall curve beside the distance histograms)
+and the training curves, each built once as a :class:`~dedup.report.figure.Figure`.
 
-Written by hand (no plotting library): a plot is a few axes, a polyline and some bars, and SVG keeps the
-output a single small text file that any browser shows offline. The geometry (:class:`_Panel`) and the data
-preparation (:func:`pr_floor`, :func:`bin_distances`, :func:`histogram_legend`, :func:`chosen_label`) are
-shared with the PNG renderer, :mod:`dedup.report.plots_png`, so both formats draw the same figure.
+:func:`sweep_figure` and :func:`curves_figure` lay the data out (binning, axis ranges, legends, labels);
+:func:`dedup.report.figure.to_svg` and :func:`~dedup.report.figure.to_png` write the same figure as an SVG
+document or a PNG image, so ``dedup evaluate --sweep x.svg`` and ``--sweep x.png`` show one drawing. Axis
+ticks are round numbers (:func:`dedup.report.figure.nice_ticks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 import numpy as np
 import numpy.typing as npt
 
+from dedup.report.figure import PNG_SCALE, Circle, Figure, Line, Panel, Rect, Text, to_png, to_svg
+
 PANEL_W, PANEL_H = 440, 340
-_M_LEFT, _M_RIGHT, _M_TOP, _M_BOTTOM = 56, 16, 34, 46
 _POS, _NEG, _MARK = "#1f77b4", "#d62728", "#2ca02c"
 #: Opacity of the histogram bars: the two classes overlap, and both must stay visible where they do.
 BAR_OPACITY = 0.5
-#: Opacity of the legend's white backing box: the bars stay faintly visible behind it.
-LEGEND_OPACITY = 0.85
-_FONT = 'font-family="sans-serif" font-size="11"'
-_TITLE_FONT = 'font-family="sans-serif" font-size="13"'
 PR_TITLE = "Precision-recall (threshold sweep)"
 HISTOGRAM_TITLE = "Pair distances"
-
-
-class _Panel:
-    """Maps data coordinates of one plot to SVG coordinates inside a ``PANEL_W`` x ``PANEL_H`` box."""
-
-    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
-        self.x0, self.x1 = x_range
-        self.y0, self.y1 = y_range
-        self.w = PANEL_W - _M_LEFT - _M_RIGHT
-        self.h = PANEL_H - _M_TOP - _M_BOTTOM
-
-    @property
-    def bottom(self) -> float:
-        """The y of the x axis (the bottom edge of the plotting area)."""
-        return _M_TOP + self.h
-
-    def px(self, x: float) -> float:
-        span = self.x1 - self.x0 or 1.0
-        return _M_LEFT + (x - self.x0) / span * self.w
-
-    def py(self, y: float) -> float:
-        span = self.y1 - self.y0 or 1.0
-        return _M_TOP + self.h - (y - self.y0) / span * self.h
-
-    def x_ticks(self, ticks: int = 5) -> list[tuple[float, str]]:
-        """``(position, label)`` of the evenly spaced ticks of the x axis."""
-        return [(self.px(v), _num(v)) for v in np.linspace(self.x0, self.x1, ticks + 1).tolist()]
-
-    def y_ticks(self, ticks: int = 5) -> list[tuple[float, str]]:
-        """``(position, label)`` of the evenly spaced ticks of the y axis."""
-        return [(self.py(v), _num(v)) for v in np.linspace(self.y0, self.y1, ticks + 1).tolist()]
-
-    def legend_rows(self, count: int) -> list[tuple[float, float]]:
-        """Top-right ``(x, baseline y)`` of each legend row: the swatch sits left of x, the label after it."""
-        return [(_M_LEFT + self.w - 150, _M_TOP + 10 + 15 * k) for k in range(count)]
-
-    def axes(self, title: str, x_label: str, y_label: str, ticks: int = 5) -> list[str]:
-        bottom = self.bottom
-        out = [
-            f'<rect x="{_M_LEFT}" y="{_M_TOP}" width="{self.w}" height="{self.h}" fill="white" stroke="#444"/>',
-            f'<text x="{PANEL_W / 2:.1f}" y="20" text-anchor="middle" {_TITLE_FONT}>{escape(title)}</text>',
-            f'<text x="{_M_LEFT + self.w / 2:.1f}" y="{PANEL_H - 8}" text-anchor="middle" {_FONT}>'
-            f"{escape(x_label)}</text>",
-            f'<text x="14" y="{_M_TOP + self.h / 2:.1f}" text-anchor="middle" {_FONT} '
-            f'transform="rotate(-90 14 {_M_TOP + self.h / 2:.1f})">{escape(y_label)}</text>',
-        ]
-        for (x, x_text), (y, y_text) in zip(self.x_ticks(ticks), self.y_ticks(ticks), strict=True):
-            out.append(f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 4}" stroke="#444"/>')
-            out.append(f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle" {_FONT}>{x_text}</text>')
-            out.append(f'<line x1="{_M_LEFT - 4}" y1="{y:.1f}" x2="{_M_LEFT}" y2="{y:.1f}" stroke="#444"/>')
-            out.append(f'<text x="{_M_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" {_FONT}>{y_text}</text>')
-        return out
-
-    def legend_box(self, count: int) -> tuple[float, float, float, float]:
-        """``(x0, y0, x1, y1)`` of the legend's backing box, which keeps its labels readable over the bars."""
-        rows = self.legend_rows(count)
-        return rows[0][0] - 5, rows[0][1] - 12, _M_LEFT + self.w - 3, rows[-1][1] + 5
-
-    def legend(self, items: Sequence[tuple[str, str]]) -> list[str]:
-        x0, y0, x1, y1 = self.legend_box(len(items))
-        out = [
-            f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" fill="white" '
-            f'fill-opacity="{LEGEND_OPACITY}" stroke="#ccc"/>'
-        ]
-        for (colour, label), (x, y) in zip(items, self.legend_rows(len(items)), strict=True):
-            out.append(f'<rect x="{x}" y="{y - 8}" width="10" height="10" fill="{colour}"/>')
-            out.append(f'<text x="{x + 14}" y="{y + 1}" {_FONT}>{escape(label)}</text>')
-        return out
-
-
-def _num(v: float) -> str:
-    return f"{v:.2f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:.0f}"
+SWEEP_TITLE = "dedup evaluate: threshold sweep"
+#: Pixels per figure unit of the PNGs.
+SCALE = PNG_SCALE
 
 
 @dataclass(frozen=True)
@@ -146,76 +74,97 @@ def chosen_label(chosen: tuple[float, float, float]) -> str:
     return f"threshold {ct:.4g}: P {cp:.3f}, R {cr:.3f}"
 
 
-def label_on_left(panel: _Panel, x: float) -> bool:
-    """Whether a label beside a point at ``x`` goes to its left (the point is near the right edge)."""
-    return x > _M_LEFT + panel.w * 0.6
-
-
-def _document(panels: Sequence[list[str]], title: str) -> str:
-    width = PANEL_W * len(panels)
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{PANEL_H}" viewBox="0 0 {width} {PANEL_H}">',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{width}" height="{PANEL_H}" fill="#fafafa"/>',
-    ]
-    for k, body in enumerate(panels):
-        parts.append(f'<g transform="translate({k * PANEL_W},0)">')
-        parts.extend(body)
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
-
-
-def _pr_panel(precision: npt.ArrayLike, recall: npt.ArrayLike, chosen: tuple[float, float, float] | None) -> list[str]:
+def _pr_panel(
+    fig: Figure, left: float, precision: npt.ArrayLike, recall: npt.ArrayLike, chosen: tuple[float, float, float] | None
+) -> None:
     p = np.asarray(precision, dtype=np.float64)
     r = np.asarray(recall, dtype=np.float64)
     lo = pr_floor(p)
-    panel = _Panel((0.0, 1.0), (lo, 1.0))
-    body = panel.axes(PR_TITLE, "recall", "precision")
+    panel = Panel(left, PANEL_W, PANEL_H, (0.0, 1.0), (lo, 1.0))
+    fig.add(*panel.axes(PR_TITLE, "recall", "precision"))
     if p.size:
-        points = " ".join(f"{panel.px(x):.1f},{panel.py(y):.1f}" for x, y in zip(r, p, strict=True))
-        body.append(f'<polyline points="{points}" fill="none" stroke="{_POS}" stroke-width="1.8"/>')
+        fig.add(Line(tuple((panel.px(x), panel.py(y)) for x, y in zip(r.tolist(), p.tolist(), strict=True)), _POS, 1.8))
     if chosen is not None:
         cr, cp, _ = chosen
         x, y = panel.px(cr), panel.py(max(lo, cp))
-        body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{_MARK}" stroke="black"/>')
-        anchor, dx = ("end", -8) if label_on_left(panel, x) else ("start", 8)
-        label = escape(chosen_label(chosen))
-        body.append(f'<text x="{x + dx:.1f}" y="{y + 16:.1f}" text-anchor="{anchor}" {_FONT}>{label}</text>')
-    return body
+        anchor, dx = ("end", -8) if panel.near_right(x) else ("start", 8)
+        fig.add(Circle(x, y, 5, _MARK), Text(x + dx, y + 16, chosen_label(chosen), anchor))
 
 
 def _histogram_panel(
-    positive: npt.ArrayLike, negative: npt.ArrayLike, threshold: float | None, bins: int, x_label: str
-) -> list[str]:
+    fig: Figure,
+    left: float,
+    positive: npt.ArrayLike,
+    negative: npt.ArrayLike,
+    threshold: float | None,
+    bins: int,
+    x_label: str,
+) -> None:
     hist = bin_distances(positive, negative, threshold, bins)
-    panel = _Panel((0.0, hist.x_max), (0.0, hist.y_max))
-    body = panel.axes(HISTOGRAM_TITLE, x_label, "share of pairs in the class")
-    width = panel.w / bins
+    panel = Panel(left, PANEL_W, PANEL_H, (0.0, hist.x_max), (0.0, hist.y_max))
+    fig.add(*panel.axes(HISTOGRAM_TITLE, x_label, "share of pairs in the class"))
     for colour, share in zip((_POS, _NEG), hist.shares, strict=True):
-        for k, s in enumerate(share):
-            if s <= 0:
-                continue
-            x, y = panel.px(hist.edges[k]), panel.py(s)
-            body.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{width:.1f}" height="{panel.py(0) - y:.1f}" '
-                f'fill="{colour}" fill-opacity="{BAR_OPACITY}"/>'
-            )
+        for k, v in enumerate(share.tolist()):
+            if v > 0:
+                x0, x1 = panel.px(float(hist.edges[k])), panel.px(float(hist.edges[k + 1]))
+                fig.add(Rect(x0, panel.py(v), x1, panel.py(0), fill=colour, opacity=BAR_OPACITY))
     if threshold is not None:
         x = panel.px(threshold)
-        body.append(
-            f'<line x1="{x:.1f}" y1="{_M_TOP}" x2="{x:.1f}" y2="{panel.py(0):.1f}" stroke="{_MARK}" '
-            'stroke-width="2" stroke-dasharray="5,3"/>'
-        )
-    body.extend(panel.legend(histogram_legend(hist, threshold)))
-    return body
+        fig.add(Line(((x, panel.top), (x, panel.py(0))), _MARK, 2, dash=(5, 3)))
+    fig.add(*panel.legend(histogram_legend(hist, threshold)))
+
+
+def sweep_figure(
+    precision: npt.ArrayLike,
+    recall: npt.ArrayLike,
+    positive: npt.ArrayLike,
+    negative: npt.ArrayLike,
+    chosen: tuple[float, float, float] | None = None,
+    bins: int = 40,
+    title: str = SWEEP_TITLE,
+) -> Figure:
+    """The precision-recall curve (``chosen`` = ``(recall, precision, threshold)`` marked) beside the
+    histograms of duplicate and non-duplicate distances (the threshold drawn on them)."""
+    fig = Figure(2 * PANEL_W, PANEL_H, title)
+    _pr_panel(fig, 0, precision, recall, chosen)
+    _histogram_panel(fig, PANEL_W, positive, negative, chosen[2] if chosen else None, bins, "distance")
+    return fig
+
+
+def sweep_svg(
+    precision: npt.ArrayLike,
+    recall: npt.ArrayLike,
+    positive: npt.ArrayLike,
+    negative: npt.ArrayLike,
+    chosen: tuple[float, float, float] | None = None,
+    bins: int = 40,
+    title: str = SWEEP_TITLE,
+) -> str:
+    """:func:`sweep_figure` as an SVG document."""
+    return to_svg(sweep_figure(precision, recall, positive, negative, chosen, bins, title))
+
+
+def sweep_png(
+    precision: npt.ArrayLike,
+    recall: npt.ArrayLike,
+    positive: npt.ArrayLike,
+    negative: npt.ArrayLike,
+    chosen: tuple[float, float, float] | None = None,
+    bins: int = 40,
+    title: str = SWEEP_TITLE,
+    scale: int = SCALE,
+) -> bytes:
+    """:func:`sweep_figure` as PNG bytes: ``2 * PANEL_W * scale`` by ``PANEL_H * scale`` pixels."""
+    return to_png(sweep_figure(precision, recall, positive, negative, chosen, bins, title), scale)
 
 
 def pr_curve_svg(
     precision: npt.ArrayLike, recall: npt.ArrayLike, chosen: tuple[float, float, float] | None = None
 ) -> str:
-    """A precision-recall curve; ``chosen`` = ``(recall, precision, threshold)`` is marked on it."""
-    return _document([_pr_panel(precision, recall, chosen)], "precision-recall curve")
+    """A precision-recall curve alone; ``chosen`` = ``(recall, precision, threshold)`` is marked on it."""
+    fig = Figure(PANEL_W, PANEL_H, "precision-recall curve")
+    _pr_panel(fig, 0, precision, recall, chosen)
+    return to_svg(fig)
 
 
 def distance_histogram_svg(
@@ -226,25 +175,34 @@ def distance_histogram_svg(
     x_label: str = "distance",
 ) -> str:
     """Histograms of duplicate and non-duplicate pair distances (each as shares of its class), threshold marked."""
-    return _document([_histogram_panel(positive, negative, threshold, bins, x_label)], "pair distances")
+    fig = Figure(PANEL_W, PANEL_H, "pair distances")
+    _histogram_panel(fig, 0, positive, negative, threshold, bins, x_label)
+    return to_svg(fig)
 
 
-def sweep_svg(
-    precision: npt.ArrayLike,
-    recall: npt.ArrayLike,
-    positive: npt.ArrayLike,
-    negative: npt.ArrayLike,
-    chosen: tuple[float, float, float] | None = None,
-    bins: int = 40,
-    title: str = "dedup evaluate: threshold sweep",
-) -> str:
-    """One SVG with the precision-recall curve (``chosen`` marked) beside the distance histogram.
+#: Colours of the training and validation series of :func:`curves_figure`.
+_SERIES = {"": "#1f77b4", "val_": "#ff7f0e"}
 
-    ``chosen`` is ``(recall, precision, threshold)`` of the threshold in use; its threshold is also
-    drawn on the histogram.
-    """
-    threshold = chosen[2] if chosen is not None else None
-    return _document(
-        [_pr_panel(precision, recall, chosen), _histogram_panel(positive, negative, threshold, bins, "distance")],
-        title,
-    )
+
+def curves_figure(history: Mapping[str, Sequence[float]], metrics: Sequence[str] = ("loss", "pair_acc")) -> Figure:
+    """Training curves, one panel a metric: each metric's training (``name``) and validation (``val_name``)
+    values per epoch, from a Keras history."""
+    fig = Figure(PANEL_W * len(metrics), PANEL_H, "dedup train: training curves")
+    for p, key in enumerate(metrics):
+        series = {pre: [float(v) for v in history[pre + key]] for pre in _SERIES if history.get(pre + key)}
+        values = [v for vs in series.values() for v in vs]
+        if not values:
+            continue
+        epochs = max(len(vs) for vs in series.values())
+        lo, hi = min(values), max(values)
+        y_range = (lo, hi if hi > lo else lo + 1.0)
+        panel = Panel(p * PANEL_W, PANEL_W, PANEL_H, (1.0, float(max(2, epochs))), y_range, integer_x=True)
+        fig.add(*panel.axes(key, "epoch", key))
+        for pre, vs in series.items():
+            points = tuple((panel.px(float(i + 1)), panel.py(v)) for i, v in enumerate(vs))
+            if len(points) > 1:
+                fig.add(Line(points, _SERIES[pre], 2))
+            else:
+                fig.add(Circle(*points[0], 3, _SERIES[pre]))
+        fig.add(*panel.legend([(_SERIES[pre], f"{'validation' if pre else 'training'} {key}") for pre in series]))
+    return fig

@@ -28,8 +28,7 @@ import numpy as np
 from dedup.config import BATCH_SIZE, DEFAULT_KEEP
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching import metrics
-from dedup.report.plots import sweep_svg
-from dedup.report.plots_png import sweep_png
+from dedup.report.plots import sweep_png, sweep_svg
 from dedup.service.evaluation_result import (
     ClusterScores,
     EvaluationResult,

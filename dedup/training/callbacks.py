@@ -124,42 +124,14 @@ class HardNegativeMiner(keras.callbacks.Callback):
 
 
 def plot_curves(history: dict[str, list[float]], path: Path) -> Path | None:
-    """Loss and pair-accuracy curves (training and validation, per epoch) as a PNG drawn with Pillow.
+    """Loss and pair-accuracy curves (training and validation, per epoch) as a PNG; None without a history.
 
-    Pillow is already a dependency, so the plot needs no plotting library. None if there is no history.
+    Drawn by dedup's one plot renderer (:func:`dedup.report.plots.curves_figure`), as the evaluation plots are.
     """
-    from PIL import Image, ImageDraw
+    from dedup.report.figure import to_png
+    from dedup.report.plots import curves_figure
 
     if not history.get("loss"):
         return None
-    panel_w, panel_h, margin = 420, 300, 44
-    img = Image.new("RGB", (2 * panel_w, panel_h), "white")
-    draw = ImageDraw.Draw(img)
-    colours = {"": (31, 119, 180), "val_": (255, 127, 14)}
-    for p, key in enumerate(("loss", "pair_acc")):
-        x0, y0 = p * panel_w + margin, 24
-        x1, y1 = (p + 1) * panel_w - 12, panel_h - margin
-        series = {pre: history[pre + key] for pre in colours if history.get(pre + key)}
-        values = [v for vs in series.values() for v in vs]
-        if not values:
-            continue
-        lo, hi = min(values), max(values)
-        hi = hi if hi > lo else lo + 1.0
-        n = max(len(vs) for vs in series.values())
-        draw.rectangle((x0, y0, x1, y1), outline=(120, 120, 120))
-        draw.text((x0, 6), key, fill="black")
-        for frac in (0.0, 0.5, 1.0):
-            y = y1 - frac * (y1 - y0)
-            draw.text((p * panel_w + 2, y - 6), f"{lo + frac * (hi - lo):.3g}", fill=(80, 80, 80))
-        draw.text((x0, y1 + 6), "epoch 1", fill=(80, 80, 80))
-        draw.text((x1 - 60, y1 + 6), f"epoch {n}", fill=(80, 80, 80))
-        for k, (pre, vs) in enumerate(series.items()):
-            pts = [
-                (x0 + (x1 - x0) * (i / max(1, n - 1)), y1 - (y1 - y0) * ((v - lo) / (hi - lo)))
-                for i, v in enumerate(vs)
-            ]
-            if len(pts) > 1:
-                draw.line(pts, fill=colours[pre], width=2)
-            draw.text((x0 + 8 + 110 * k, y1 + 22), f"{pre or 'train_'}{key}", fill=colours[pre])
-    img.save(path)
+    path.write_bytes(to_png(curves_figure(history)))
     return path
