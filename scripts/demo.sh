@@ -10,4 +10,5 @@ dedup=.venv/bin/dedup
 $dedup ingest catalog_samples/catalog --metadata catalog_samples/catalog/products.csv || [ $? -eq 3 ]
 # Exit 10 means duplicates were found, which is what the samples are for.
 $dedup report --format json -o "$STORE/report.json" || [ $? -eq 10 ]
-$dedup query catalog_samples/queries -k 3
+# One line per product (its closest image), as the web page shows them.
+$dedup query catalog_samples/queries -k 3 --per-product
