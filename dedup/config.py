@@ -40,8 +40,8 @@ INDEX_KIND_CHOICES = ("auto", *INDEX_KIND_NAMES)
 REPORT_FORMATS = ("json", "csv", "html", "remove-list")
 #: The default keeper policy, best rule first (dedup.matching.keeper explains the rules; docs/benchmarks.md measures
 #: them): not a re-compressed JPEG, then the copy closest in pixels to all the others, then the sharpest, then the
-#: plain facts.
-DEFAULT_KEEP = "quality,central,detail,resolution,size,oldest"
+#: plain facts, and for byte-identical copies ingested together the shortest file name.
+DEFAULT_KEEP = "quality,central,detail,resolution,size,oldest,name"
 #: Default number of neighbours for queries.
 DEFAULT_K = 5
 #: Backbones a tower can be built on (dedup.embedding.backbones registers each; listed here so the command line

@@ -73,7 +73,7 @@ def test_the_original_is_kept(keeper_set: Path, tmp_path: Path) -> None:
     assert new.accuracy is not None and new.accuracy >= 0.85, (new, old)
     assert old.accuracy is not None and old.accuracy <= 0.5, old  # the old policy kept padded and rotated copies
     for c in report.clusters:
-        assert c.keep_rule in ("quality", "central", "detail", "resolution", "size", "oldest", "id")
+        assert c.keep_rule in ("quality", "central", "detail", "resolution", "size", "oldest", "name", "id")
         assert c.reason
 
 

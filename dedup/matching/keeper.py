@@ -22,6 +22,10 @@ measures the original instead (docs/benchmarks.md, "Keeper choice", measures eac
     21 % for resolution; letting it decide near-ties of ``central`` lost accuracy on every dev split.
 ``resolution``, ``size``, ``oldest``, ``newest``, ``folder:PATH``
     the plain rules: most pixels, largest file, ingested first or last, inside a preferred folder.
+``name``
+    the shortest file name: the last resort for byte-identical copies ingested together, which tie on
+    everything else. Copies tend to gain a suffix (``x (1).jpg``, ``x copy.jpg``, ``x_2.jpg``), so the
+    shortest name is the likelier original, and a better guess than the order the folder was walked in.
 
 A policy is a comma-separated list of rules, earlier rules first; ties fall through to the next rule and
 end on the lowest image id. :func:`keeper_order` ranks the members of each connected component of the
@@ -50,6 +54,7 @@ RULE_WORDS = {
     "size": "largest file",
     "oldest": "ingested first",
     "newest": "ingested last",
+    "name": "shortest file name (copies tend to gain a suffix)",
 }
 #: Rules that need the pixel signals of each member.
 PIXEL_RULES = frozenset({"central", "quality", "detail"})
@@ -165,6 +170,8 @@ def _rule_key(rule: str, c: Candidate, central: float, detail: float, recompress
         return c.ingested_at
     if rule == "newest":
         return -c.ingested_at
+    if rule == "name":
+        return len(os.path.basename(c.path))
     return 0.0 if c.path.startswith(rule[len("folder:") :]) else 1.0
 
 
