@@ -277,7 +277,8 @@ def fit_keeping_best(
         epochs=max(1, -(-steps // steps_per_epoch)),
         callbacks=callbacks,
         shuffle=False,  # batches are sampled at random already
-        verbose=2,
+        # Keras writes its epoch lines itself: one a epoch, and none when warnings are silenced (dedup -q).
+        verbose=2 if log.isEnabledFor(logging.WARNING) else 0,
         **fit_options,
     )
     fit_seconds = time.time() - fit_start
