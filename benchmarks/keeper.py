@@ -56,7 +56,7 @@ def run_split(split_dir: Path, policies: list[str]) -> dict[str, Any]:
 def main() -> None:
     """Parse the arguments, run every family and split, print the table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", action="append", choices=("tuxpaint", "wesnoth", "wallpapers"))
+    ap.add_argument("--family", action="append", choices=("tuxpaint", "wesnoth", "wallpapers", "photos"))
     ap.add_argument("--split", action="append", choices=("dev", "test"))
     ap.add_argument("--policy", action="append", help=f"keep policy (default: {DEFAULT_KEEP} and {OLD_POLICY})")
     ap.add_argument("--json", type=Path, default=ROOT / "bench-data" / "keeper.json")

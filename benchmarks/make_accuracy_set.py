@@ -16,6 +16,9 @@ on the others (``benchmarks/transfer.py``); OUT defaults to ``bench-data/accurac
     the photographs of Debian's ``lomiri-wallpapers``, ``lomiri-wallpapers-16.04``, ``-20.04`` and
     ``sway-backgrounds`` (one file of the sway set, whose other files are the same picture at other
     sizes), each cut into four quadrants that are separate products; never trained on.
+``photos``
+    scikit-image's colour sample photographs, cut into quadrants like the wallpapers: photographs that
+    may be used for tuning (they are training data of the model), so no held-out figure comes from them.
 
 Stamps and portraits are rendered as product shots on a white canvas; a wallpaper quadrant is the
 whole photo (a full-bleed product photo, 800 px on the longer side). The sources are shuffled with the
@@ -62,12 +65,18 @@ STAMPS = Path("/usr/share/tuxpaint/stamps")
 WESNOTH_PORTRAITS = Path("/usr/share/games/wesnoth/1.16/data/core/images/portraits")
 WALLPAPERS = Path("/usr/share/backgrounds")
 FAMILIES = ("tuxpaint", "wesnoth", "wallpapers")
+#: Families made only to tune on (training data of the model): never part of a benchmark's default run.
+TUNING_FAMILIES = ("photos",)
 #: Debian package that holds each family's sources (``apt-get install`` it before generating).
 FAMILY_PACKAGES = {
     "tuxpaint": "tuxpaint-stamps-default tuxpaint-data",
     "wesnoth": "wesnoth-1.16-data",
     "wallpapers": "lomiri-wallpapers lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 sway-backgrounds",
+    "photos": "(none: scikit-image's sample photos, pip install 'dedup[train]')",
 }
+#: scikit-image's colour sample photographs (the ``photos`` family: training data, never a held-out figure).
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png",
+                  "motorcycle_left.png", "retina.jpg", "rocket.jpg", "color.png")  # fmt: skip
 PHONE_PER_SOURCE = 2
 SPLITS = ("dev", "test")
 
@@ -98,7 +107,14 @@ def family_sources(family: str) -> list[Path]:
         sway = sorted((WALLPAPERS / "sway").glob("*.png"), key=lambda p: p.stat().st_size)
         photos += sway[-1:]
         return [Path(f"{p}#{q}") for p in photos for q in range(4)]
-    raise SystemExit(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    if family == "photos":
+        try:
+            import skimage
+        except ImportError:
+            return []
+        folder = Path(skimage.__file__).parent / "data"
+        return [Path(f"{folder / name}#{q}") for name in SKIMAGE_PHOTOS if (folder / name).is_file() for q in range(4)]
+    raise SystemExit(f"unknown family {family!r}; choose one of {', '.join(FAMILIES + TUNING_FAMILIES)}")
 
 
 def _distinct(paths: Any) -> list[Path]:
@@ -251,7 +267,7 @@ def default_out(family: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, nargs="?", default=None)
-    parser.add_argument("--family", choices=FAMILIES, default="tuxpaint")
+    parser.add_argument("--family", choices=FAMILIES + TUNING_FAMILIES, default="tuxpaint")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sources", type=int, default=None, help="at most this many sources per split (default all)")
     parser.add_argument("--dev-share", type=float, default=0.4, help="share of the sources in the dev split")
