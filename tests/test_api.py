@@ -155,6 +155,12 @@ def test_product_and_unknown_ids(client: TestClient) -> None:
     _assert_error(client.get("/api/v1/products/NO-SUCH-SKU"), 404, "not_found")
     _assert_error(client.get("/api/v1/images/987654/thumbnail"), 404, "not_found")
     _assert_error(client.get("/api/v1/images/not-a-number/thumbnail"), 400, "invalid_field")
+    # Ids past int64 overflowed SQLite into a plain-text 500; "1.0" was read as 1. Both are a JSON 400 now.
+    for bad in ("9223372036854775808", "99999999999999999999999", "1.0", "+1", "0", "-3", "1e3"):
+        _assert_error(client.get(f"/api/v1/images/{bad}/thumbnail"), 400, "invalid_field")
+    _assert_error(client.get("/api/v1/images/9223372036854775807/thumbnail"), 404, "not_found")  # the largest id
+    ok = top["image_id"]
+    assert client.get(f"/api/v1/images/{ok}/thumbnail").status_code == 200
 
 
 def test_latest_report(client: TestClient, api_store: Store) -> None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BeforeValidator
 
 from dedup import __version__
 from dedup.api.guards import (
@@ -167,6 +168,23 @@ def _image_json(info: ImageInfo) -> dict[str, Any]:
         "ingested_at": info.ingested_at.isoformat(),
         "thumbnail_url": _thumbnail_url(info.image_id),
     }
+
+
+#: The largest image id a catalog can hold: its integers are 64-bit signed (SQLite, PostgreSQL).
+MAX_IMAGE_ID = 2**63 - 1
+
+
+def _digits_only(value: object) -> object:
+    """Refuse ``1.0``, ``+1`` or ``1e3`` where an id is expected (pydantic would read ``1.0`` as 1)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+#: An image id in a path: digits only, 1 to MAX_IMAGE_ID, else a JSON 400 (never an overflow in the database).
+ImageId = Annotated[
+    int, Path(ge=1, le=MAX_IMAGE_ID, description="The catalog image id."), BeforeValidator(_digits_only)
+]
 
 
 def _thumbnail_url(image_id: int) -> str:
@@ -321,7 +339,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         responses={200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."}},
     )
     def thumbnail(
-        image_id: int,
+        image_id: ImageId,
         size: Annotated[int, Query(ge=32, le=512, description="Longer side in pixels.")] = 160,
     ) -> Response:
         """A JPEG thumbnail of a catalog image, made from its stored file."""
