@@ -129,8 +129,10 @@ def test_query_default_k_and_category_filter(client: TestClient, product_jpeg: P
 def test_query_argument_errors(client: TestClient, product_jpeg: Path) -> None:
     files = {"image": ("a.jpg", product_jpeg.read_bytes(), "image/jpeg")}
     _assert_error(client.post(Q, data={"k": "3"}), 400, "missing_field")
-    for k in ("0", "101", "many"):
+    for k in ("0", "101", "many", "", " ", "2.5"):  # a blank k used to become the default 5
         _assert_error(client.post(Q, files=files, data={"k": k}), 400, "invalid_field")
+    _assert_error(client.post(Q, files=files, data={"per_product": ""}), 400, "invalid_field")
+    assert client.post(Q, files=files, data={"k": "2", "category": ""}).status_code == 200  # a blank filter: none
     _assert_error(client.post("/api/v1/compare", files=files), 400, "missing_field")
     _assert_error(client.get("/api/v1/nowhere"), 404, "not_found")
     _assert_error(client.get(Q), 405)

@@ -29,6 +29,7 @@ from dedup.api.guards import (
     check_api_key,
     image_error,
     install_error_handlers,
+    no_blank_fields,
     too_large,
 )
 from dedup.api.page import PAGE_CSP, PAGE_HTML
@@ -246,7 +247,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             "cache": state.cache.stats(),
         }
 
-    @app.post(f"{API}/query", tags=["search"], dependencies=read)
+    @app.post(f"{API}/query", tags=["search"], dependencies=[*read, Depends(no_blank_fields("k", "per_product"))])
     def query(
         image: Annotated[UploadFile, File(description="The photo to look up (any common image format).")],
         k: Annotated[int, Form(ge=1, le=MAX_K, description="Number of results.")] = DEFAULT_K,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,6 +56,26 @@ def check_api_key(request: Request, expected: str) -> None:
     given = request.headers.get("x-api-key", "")
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(401, "unauthorized", "a valid X-API-Key header is required for this endpoint")
+
+
+def no_blank_fields(*names: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency refusing a form whose ``names`` fields are present but empty, with a 400.
+
+    FastAPI reads an empty form value as a missing one, so ``k=`` silently became the default ``k``; a
+    client that sent the field meant something, and should hear that it was not understood.
+    """
+
+    async def check(request: Request) -> None:
+        ctype = request.headers.get("content-type", "")
+        if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            return  # no form: the route's own validation answers
+        form = await request.form()  # parsed once: the route's own fields read the same cached form
+        values = {n: form.get(n) for n in names}
+        blank = [n for n, v in values.items() if isinstance(v, str) and not v.strip()]
+        if blank:
+            raise ApiError(400, "invalid_field", "; ".join(f"{n}: must not be blank" for n in blank))
+
+    return check
 
 
 def install_error_handlers(app: FastAPI) -> None:
