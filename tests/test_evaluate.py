@@ -16,7 +16,8 @@ from PIL import Image, ImageColor
 
 from dedup.cli import cli
 from dedup.errors import EXIT_INPUT, InputError
-from dedup.report.plots import BAR_OPACITY, PANEL_H, PANEL_W, SCALE
+from dedup.report.figure import PNG_SCALE as SCALE
+from dedup.report.plots import BAR_OPACITY, PANEL_H, PANEL_W
 from dedup.service import Store, evaluate, evaluation_text
 from dedup.service.evaluation import read_queries, read_truth
 from dedup.service.evaluation_result import EvaluationResult, ImageCounts

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dedup.report.figure import PNG_SCALE as SCALE
 from dedup.report.figure import Figure, Line, Text, nice_ticks, tick_label, to_png, to_svg
-from dedup.report.plots import PANEL_H, PANEL_W, SCALE, curves_figure, sweep_figure, sweep_svg
+from dedup.report.plots import PANEL_H, PANEL_W, curves_figure, sweep_figure
 from dedup.training.callbacks import plot_curves
 
 
@@ -42,7 +43,7 @@ def _sweep() -> Figure:
 
 
 def test_sweep_svg_tick_labels_are_round_numbers() -> None:
-    doc = xml.dom.minidom.parseString(sweep_svg(*_sweep_args()))
+    doc = xml.dom.minidom.parseString(to_svg(_sweep()))
     labels = [t.firstChild.data for t in doc.getElementsByTagName("text") if t.firstChild]
     numeric = []
     for label in labels:

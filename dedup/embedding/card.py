@@ -83,7 +83,7 @@ class ModelCard:
                 dim=int(card["dim"]),
                 threshold=float(card["threshold"]),
                 files={str(k): (str(v) if v else None) for k, v in files.items()},
-                trim_background=bool((card.get("preprocess") or {}).get("trim_background", False)),
+                trim_background=trims_background(card),
                 query_input_size=int(query_size) if query_size else None,
                 document=dict(card),
             )
@@ -120,9 +120,9 @@ def load_card(model_dir: str | os.PathLike[str]) -> ModelCard:
     return ModelCard.from_dict(read_card(model_dir), f"the model card in {model_dir}")
 
 
-def trims_background(card: dict[str, Any]) -> bool:
+def trims_background(card: Mapping[str, Any]) -> bool:
     """Whether the card's model crops a uniform background border from its inputs (``preprocess``)."""
-    return bool(card.get("preprocess", {}).get("trim_background", False))
+    return bool((card.get("preprocess") or {}).get("trim_background", False))
 
 
 def write_card(model_dir: str | os.PathLike[str], card: dict[str, Any]) -> Path:

@@ -147,6 +147,12 @@ def keeper_clusters(
     return clusters
 
 
+def _nearest(vectors: np.ndarray, rows: np.ndarray, anchors: Sequence[int]) -> np.ndarray:
+    """Distance on the unit sphere from each of ``rows`` to the nearest of ``anchors`` (row positions)."""
+    ip = vectors[rows] @ vectors[np.asarray(anchors, dtype=np.int64)].T
+    return np.sqrt(np.clip(2.0 - 2.0 * ip, 0.0, None)).min(axis=1)
+
+
 def _split_component(
     comp: np.ndarray,
     ids: np.ndarray,
@@ -173,13 +179,11 @@ def _split_component(
         chosen_units = {unit_of[keeper]}
         # Who joins is measured from the anchors: the keeper's unit, and every confirmed unit (two or more
         # images) that joined, so each image of a confirmed pair brings its own near copies along.
-        anchors = list(chosen)
-        d_of = dict(k_of)
+        nearest = _nearest(vectors, rem, chosen)
         grown = True
         while grown:
             grown = False
-            near = np.sqrt(np.clip(2.0 - 2.0 * (vectors[rem] @ vectors[np.asarray(anchors)].T), 0.0, None))
-            d_of = dict(zip(remaining, near.min(axis=1).tolist(), strict=True))
+            d_of = dict(zip(remaining, nearest.tolist(), strict=True))
             # Other units, closest member first; a unit joins when its closest member is within the threshold.
             candidates = sorted(
                 {unit_of[p] for p in remaining} - chosen_units,
@@ -193,9 +197,9 @@ def _split_component(
                 chosen.extend(members_of[u])
                 chosen_units.add(u)
                 if len(members_of[u]) > 1:
-                    anchors.extend(members_of[u])
+                    nearest = np.minimum(nearest, _nearest(vectors, rem, members_of[u]))
                     grown = True
-                    break  # new anchors: measure the rest again
+                    break  # new anchors: rank the rest again
         taken = set(chosen)
         if len(chosen) > 1:
             others = sorted((m for m in chosen if m != keeper), key=lambda m: (k_of[m], ids[m]))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from dedup.report.figure import PNG_SCALE, Circle, Figure, Line, Panel, Rect, Text, to_png, to_svg
+from dedup.report.figure import Circle, Figure, Line, Panel, Rect, Text
 
 PANEL_W, PANEL_H = 440, 340
 _POS, _NEG, _MARK = "#1f77b4", "#d62728", "#2ca02c"
@@ -24,8 +24,6 @@ BAR_OPACITY = 0.5
 PR_TITLE = "Precision-recall (threshold sweep)"
 HISTOGRAM_TITLE = "Pair distances"
 SWEEP_TITLE = "dedup evaluate: threshold sweep"
-#: Pixels per figure unit of the PNGs.
-SCALE = PNG_SCALE
 
 
 @dataclass(frozen=True)
@@ -98,11 +96,10 @@ def _histogram_panel(
     negative: npt.ArrayLike,
     threshold: float | None,
     bins: int,
-    x_label: str,
 ) -> None:
     hist = bin_distances(positive, negative, threshold, bins)
     panel = Panel(left, PANEL_W, PANEL_H, (0.0, hist.x_max), (0.0, hist.y_max))
-    fig.add(*panel.axes(HISTOGRAM_TITLE, x_label, "share of pairs in the class"))
+    fig.add(*panel.axes(HISTOGRAM_TITLE, "distance", "share of pairs in the class"))
     for colour, share in zip((_POS, _NEG), hist.shares, strict=True):
         for k, v in enumerate(share.tolist()):
             if v > 0:
@@ -127,57 +124,8 @@ def sweep_figure(
     histograms of duplicate and non-duplicate distances (the threshold drawn on them)."""
     fig = Figure(2 * PANEL_W, PANEL_H, title)
     _pr_panel(fig, 0, precision, recall, chosen)
-    _histogram_panel(fig, PANEL_W, positive, negative, chosen[2] if chosen else None, bins, "distance")
+    _histogram_panel(fig, PANEL_W, positive, negative, chosen[2] if chosen else None, bins)
     return fig
-
-
-def sweep_svg(
-    precision: npt.ArrayLike,
-    recall: npt.ArrayLike,
-    positive: npt.ArrayLike,
-    negative: npt.ArrayLike,
-    chosen: tuple[float, float, float] | None = None,
-    bins: int = 40,
-    title: str = SWEEP_TITLE,
-) -> str:
-    """:func:`sweep_figure` as an SVG document."""
-    return to_svg(sweep_figure(precision, recall, positive, negative, chosen, bins, title))
-
-
-def sweep_png(
-    precision: npt.ArrayLike,
-    recall: npt.ArrayLike,
-    positive: npt.ArrayLike,
-    negative: npt.ArrayLike,
-    chosen: tuple[float, float, float] | None = None,
-    bins: int = 40,
-    title: str = SWEEP_TITLE,
-    scale: int = SCALE,
-) -> bytes:
-    """:func:`sweep_figure` as PNG bytes: ``2 * PANEL_W * scale`` by ``PANEL_H * scale`` pixels."""
-    return to_png(sweep_figure(precision, recall, positive, negative, chosen, bins, title), scale)
-
-
-def pr_curve_svg(
-    precision: npt.ArrayLike, recall: npt.ArrayLike, chosen: tuple[float, float, float] | None = None
-) -> str:
-    """A precision-recall curve alone; ``chosen`` = ``(recall, precision, threshold)`` is marked on it."""
-    fig = Figure(PANEL_W, PANEL_H, "precision-recall curve")
-    _pr_panel(fig, 0, precision, recall, chosen)
-    return to_svg(fig)
-
-
-def distance_histogram_svg(
-    positive: npt.ArrayLike,
-    negative: npt.ArrayLike,
-    threshold: float | None = None,
-    bins: int = 40,
-    x_label: str = "distance",
-) -> str:
-    """Histograms of duplicate and non-duplicate pair distances (each as shares of its class), threshold marked."""
-    fig = Figure(PANEL_W, PANEL_H, "pair distances")
-    _histogram_panel(fig, 0, positive, negative, threshold, bins, x_label)
-    return to_svg(fig)
 
 
 #: Colours of the training and validation series of :func:`curves_figure`.

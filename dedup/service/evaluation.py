@@ -28,7 +28,8 @@ import numpy as np
 from dedup.config import BATCH_SIZE, DEFAULT_KEEP
 from dedup.errors import ConfigError, ImageError, InputError
 from dedup.matching import metrics
-from dedup.report.plots import sweep_png, sweep_svg
+from dedup.report.figure import to_png, to_svg
+from dedup.report.plots import sweep_figure
 from dedup.service.evaluation_result import (
     ClusterScores,
     EvaluationResult,
@@ -329,11 +330,12 @@ def _write_sweep(
     chosen: tuple[float, float, float],
 ) -> str:
     """Render the sweep plot in the format of ``out``'s suffix, write it there; returns its absolute path."""
+    figure = sweep_figure(precision, recall, positive, negative, chosen=chosen)
     try:
         if _sweep_format(out) == "png":
-            out.write_bytes(sweep_png(precision, recall, positive, negative, chosen=chosen))
+            out.write_bytes(to_png(figure))
         else:
-            out.write_text(sweep_svg(precision, recall, positive, negative, chosen=chosen), encoding="utf-8")
+            out.write_text(to_svg(figure), encoding="utf-8")
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     log.info("sweep plot written to %s", out)
