@@ -31,9 +31,9 @@ status=0
   "$work/report.csv"
 "$bin/dedup" "${store[@]}" query "$samples/queries/farm__phone.jpg" --format json >"$work/query.json"
 "$bin/python" -c "import json, sys; assert json.load(open(sys.argv[1]))['results']" "$work/query.json"
-first=$(find "$samples/catalog/products" -name '*.jpg' | sort | head -2)
-# shellcheck disable=SC2086
-"$bin/dedup" compare $first >/dev/null
+# Not `find | sort | head`: under pipefail, head closing the pipe early fails the script with SIGPIPE (141).
+mapfile -t jpgs < <(find "$samples/catalog/products" -name '*.jpg' | sort)
+"$bin/dedup" compare "${jpgs[0]}" "${jpgs[1]}" >/dev/null
 "$bin/dedup" "${store[@]}" evaluate "$samples/catalog/truth.csv" --format json >"$work/eval.json"
 status=0
 "$bin/dedup" "${store[@]}" train "$samples/catalog/products" --out "$work/model" 2>"$work/train.err" || status=$?
