@@ -336,7 +336,7 @@ def report(
         text = render_report(result, fmt, thumbs)
         if target is not None:
             try:
-                _write_atomic(target, text)
+                _write_output(target, text)
             except OSError as exc:
                 forget_report(store, result)
                 raise InputError(f"cannot write the report to {output}: {exc.strerror or exc}") from exc
@@ -355,14 +355,16 @@ def report(
         ctx.exit(EXIT_DUPLICATES_FOUND)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_output(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a reader never sees half a report, a failed write leaves the old
+    file); a path that is not a regular file (``/dev/stdout``, a named pipe) is written to as it is."""
+    from dedup.fsutil import atomic_write_text
+
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    atomic_write_text(path, text)
 
 
 @cli.group()

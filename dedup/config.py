@@ -20,6 +20,10 @@ IMAGE_EXTENSIONS = frozenset(
 )
 #: Decompression-bomb guard: images with more pixels than this are refused (≈ 16k × 10k).
 MAX_PIXELS = 178_956_970
+#: Images whose decoded picture would take more memory than this are refused before they are decoded (8192 × 8192
+#: RGB, 11585 × 11585 16-bit grey, 16384 × 16384 8-bit grey): decoding one image then adds at most about this much
+#: to a process's memory (benchmarks/memory.py measures it), whatever its format or bit depth.
+MAX_DECODE_BYTES = 256 * 1024 * 1024
 #: Files larger than this are refused without being read.
 MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Images embedded per model call and written per catalog transaction (a transaction costs ~13 statements,

@@ -6,19 +6,23 @@ understands; nothing here prints or swallows errors.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
+import math
 import os
+import stat
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dedup.config import MAX_FILE_BYTES, MAX_PIXELS, QueryView
+from dedup.config import MAX_DECODE_BYTES, MAX_FILE_BYTES, MAX_PIXELS, QueryView
 from dedup.errors import ImageError
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ class LoadedImage:
     format: str
     bytes: int
     sha256: str  # of the file bytes
+    quality: float | None = None  # a JPEG's IJG quality (jpeg_quality), None for other formats
 
     @property
     def pixel_hash(self) -> str:
@@ -45,27 +50,59 @@ class LoadedImage:
         return h.hexdigest()
 
 
-def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """Read a file's bytes, refusing empty and oversized files with a clear reason."""
+def load_image(path: str | os.PathLike[str], target: int | None = None, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+    """Read and decode an image file; see :func:`decode_bytes`.
+
+    The file is hashed and decoded as a stream, never held in memory whole. Anything but a regular file (a
+    named pipe, a device behind a symlink) is refused without blocking on it, with reason ``not_regular_file``.
+    """
     p = str(path)
     try:
-        size = os.path.getsize(p)
-        if size == 0:
-            raise ImageError(p, "empty", "the file is empty (0 bytes)")
-        if size > max_bytes:
-            raise ImageError(p, "too_large", f"the file is {size:,} bytes, over the {max_bytes:,}-byte limit")
-        with open(p, "rb") as fh:
-            return fh.read()
-    except ImageError:
-        raise
+        # O_NONBLOCK: opening a named pipe must not wait for a writer (it is refused just below).
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise ImageError(p, "io", f"cannot read the file: {exc.strerror or exc}") from exc
+        raise ImageError(p, *_open_failure(p, exc)) from exc
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(p, "not_regular_file", f"not a regular file (a {_file_kind(st.st_mode)})")
+            size = st.st_size
+            if size == 0:
+                raise ImageError(p, "empty", "the file is empty (0 bytes)")
+            if size > MAX_FILE_BYTES:
+                raise ImageError(p, "too_large", f"the file is {size:,} bytes, over the {MAX_FILE_BYTES:,}-byte limit")
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+            fh.seek(0)
+        except OSError as exc:
+            raise ImageError(p, "io", f"cannot read the file: {exc.strerror or exc}") from exc
+        return _decode(fh, size, p, target, max_pixels, digest)
 
 
-def load_image(path: str | os.PathLike[str], target: int | None = None, max_pixels: int = MAX_PIXELS) -> LoadedImage:
-    """Read and decode an image file; see :func:`decode_bytes`."""
-    data = read_file(path)
-    return decode_bytes(data, str(path), target=target, max_pixels=max_pixels)
+def _open_failure(path: str, exc: OSError) -> tuple[str, str]:
+    """The kind and reason of a file that cannot be opened: a link loop, a dangling link, or an I/O error."""
+    if exc.errno == errno.ELOOP:
+        return "link_loop", "a symbolic link loop (the link leads back to itself)"
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        try:
+            to = os.readlink(path)
+        except OSError:
+            to = "?"
+        return "dangling_link", f"a symbolic link to {to!r}, which does not exist"
+    return "io", f"cannot read the file: {exc.strerror or exc}"
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "named pipe"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISDIR, "folder"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def decode_bytes(
@@ -78,19 +115,46 @@ def decode_bytes(
     """Decode image bytes to an RGB :class:`LoadedImage`.
 
     ``target`` is the smallest side length the caller needs: JPEGs are then decoded at a reduced DCT
-    scale (draft mode) and every image is downscaled so its longer side is at most ``2 * target``,
-    which keeps memory flat and makes later resizing cheap. ``name`` only labels errors; ``sha256`` is the
-    bytes' digest when the caller has it already.
+    scale (draft mode), other formats are reduced by whole factors band by band as they are converted,
+    and every image ends with its longer side at most ``2 * target`` (as Pillow's ``thumbnail`` would
+    make it), which keeps memory flat and makes later resizing cheap. ``name`` only labels errors;
+    ``sha256`` is the bytes' digest when the caller has it already.
+
+    Memory: an image whose decoded picture would pass :data:`~dedup.config.MAX_DECODE_BYTES` is refused
+    (``too_large``) before it is decoded, and conversion works on bands of rows, so decoding adds at most
+    about that much to the process; a ``MemoryError`` is reported as ``out_of_memory``, not raised.
     """
     if not data:
         raise ImageError(name, "empty", "the file is empty (0 bytes)")
     sha = sha256 or hashlib.sha256(data).hexdigest()
+    return _decode(io.BytesIO(data), len(data), name, target, max_pixels, sha)
+
+
+#: Bytes a pixel takes in Pillow's memory, by mode (the rest, RGB included, take 4).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+#: Decoders that hold a second full copy of the picture while they decode (libwebp hands Pillow its own buffer).
+_DOUBLE_BUFFERED = frozenset({"WEBP"})
+#: Modes converted to 8 bits by stretching their range (Pillow's ``convert("L")`` would clip at 255).
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+#: Pixels in one band of rows converted at a time: bounds the memory conversion adds (~8 MB for RGB).
+BAND_PIXELS = 2 * 1024 * 1024
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """The memory decoding ``img`` (opened, not loaded; drafted if it will be) takes, in bytes."""
+    w, h = img.size
+    per_pixel = _PIXEL_BYTES.get(img.mode, 4)
+    return w * h * per_pixel * (2 if img.format in _DOUBLE_BUFFERED else 1)
+
+
+def _decode(fh: BinaryIO, nbytes: int, name: str, target: int | None, max_pixels: int, sha: str) -> LoadedImage:
+    """Decode an open image file (see :func:`decode_bytes`)."""
     try:
         with warnings.catch_warnings():
             # Pillow warns before it errors on bombs; we enforce our own limit below instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             try:
-                img = Image.open(io.BytesIO(data))
+                img = Image.open(fh)
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 if isinstance(exc, UnidentifiedImageError):
                     raise
@@ -106,6 +170,7 @@ def decode_bytes(
                     "too_large",
                     f"{w}x{h} = {w * h:,} pixels is over the {max_pixels:,}-pixel limit (decompression bomb guard)",
                 )
+            quality = jpeg_quality(img)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)  # animated GIF/WebP/PNG: the first frame stands for the file
             if target and fmt == "JPEG":
@@ -113,11 +178,21 @@ def decode_bytes(
                 # DCT-scaled decode for that, not for both sides (1/8 instead of 1/4 scale for 800x600).
                 long_side = max(w, h)
                 img.draft("RGB", (max(1, -(-target * w // long_side)), max(1, -(-target * h // long_side))))
+            need = decoded_bytes(img)
+            if need > MAX_DECODE_BYTES:
+                raise ImageError(
+                    name,
+                    "too_large",
+                    f"decoding {w}x{h} ({img.mode}) takes {need / 2**20:,.0f} MiB, over the "
+                    f"{MAX_DECODE_BYTES / 2**20:,.0f} MiB decode limit",
+                )
             img.load()
             orientation = _orientation(img)
-            rgb = _apply_orientation(_to_rgb(img), orientation)
+            rgb = _apply_orientation(_shrink_to_rgb(img, target), orientation)
     except ImageError:
         raise
+    except MemoryError as exc:
+        raise ImageError(name, "out_of_memory", "not enough memory to decode it") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(name, "not_image", "not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
@@ -129,11 +204,7 @@ def decode_bytes(
         raise ImageError(name, "corrupt", f"the image data is corrupt ({msg or type(exc).__name__})") from exc
     # Original size after orientation: a 90° EXIF rotation swaps the sides.
     ow, oh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    if target:
-        limit = 2 * target
-        if max(rgb.size) > limit:
-            rgb.thumbnail((limit, limit), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return LoadedImage(image=rgb, width=ow, height=oh, format=fmt, bytes=len(data), sha256=sha)
+    return LoadedImage(image=rgb, width=ow, height=oh, format=fmt, bytes=nbytes, sha256=sha, quality=quality)
 
 
 def _orientation(img: Image.Image) -> int:
@@ -157,17 +228,86 @@ def _apply_orientation(rgb: Image.Image, orientation: int) -> Image.Image:
     return rgb.transpose(transpose) if transpose is not None else rgb
 
 
+def _fit(w: int, h: int, limit: int) -> tuple[int, int] | None:
+    """The size ``Image.thumbnail((limit, limit))`` gives a ``w``×``h`` image, or None when it fits already."""
+    if w <= limit and h <= limit:
+        return None
+    aspect = w / h
+    if aspect <= 1:  # Pillow's own branches and rounding, so the sizes agree to the pixel
+        x = limit * aspect
+        return max(min(math.floor(x), math.ceil(x), key=lambda n: abs(aspect - n / limit)), 1), limit
+    y = limit / aspect
+    return limit, max(min(math.floor(y), math.ceil(y), key=lambda n: 0 if n == 0 else abs(aspect - limit / n)), 1)
+
+
+def _shrink_to_rgb(img: Image.Image, target: int | None) -> Image.Image:
+    """``img`` (loaded) as RGB, its longer side brought down to ``2 * target`` when it is longer.
+
+    The result is the one of converting to RGB and then ``thumbnail((2 * target,) * 2, BILINEAR,
+    reducing_gap=2.0)``, but the whole-factor reduction Pillow would do first is done before the
+    conversion, band by band (:func:`_convert_reduced`), so a 16-bit, palette or transparent picture is
+    never converted at full size.
+    """
+    w, h = img.size
+    final = _fit(w, h, 2 * target) if target else None
+    # Pillow's resize with reducing_gap=2.0 reduces by these whole factors first, then resamples the rest.
+    factor = (int(w / final[0] / 2) or 1, int(h / final[1] / 2) or 1) if final else (1, 1)
+    small = (img.reduce(factor) if factor != (1, 1) else img) if img.mode == "RGB" else _convert_reduced(img, factor)
+    if final is None:
+        return small
+    return small.resize(final, Image.Resampling.BILINEAR, box=(0, 0, w / factor[0], h / factor[1]))
+
+
+def _convert_reduced(img: Image.Image, factor: tuple[int, int]) -> Image.Image:
+    """``_to_rgb(img).reduce(factor)``, computed on bands of rows so no full-size RGB copy is ever made.
+
+    Bands start on multiples of the vertical factor, so each reduces to exactly the rows the whole would.
+    Wide grey modes (16-bit, 32-bit, float) are stretched from their range to 0–255 in integer arithmetic
+    (the range is found first, band by band).
+    """
+    fx, fy = factor
+    w, h = img.size
+    rows = max(fy, (BAND_PIXELS // max(1, w)) // fy * fy)
+    bands = [(top, min(h, top + rows)) for top in range(0, h, rows)]
+    wide = img.mode in _WIDE_GREY
+    lo, hi = _range(img, bands) if wide else (0, 0)
+    out = Image.new("L" if wide else "RGB", (-(-w // fx), -(-h // fy)))
+    for top, bottom in bands:
+        band = img.crop((0, top, w, bottom))
+        part = _stretch(band, lo, hi) if wide else _to_rgb(band)
+        out.paste(part.reduce(factor) if factor != (1, 1) else part, (0, top // fy))
+    return out.convert("RGB") if wide else out
+
+
+def _range(img: Image.Image, bands: Sequence[tuple[int, int]]) -> tuple[float, float]:
+    """The smallest and largest (finite) pixel value of a wide grey image; ``(0, 0)`` when it has none."""
+    lo, hi = math.inf, -math.inf
+    for top, bottom in bands:
+        arr = np.asarray(img.crop((0, top, img.width, bottom)))
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size:
+            lo, hi = min(lo, finite.min().item()), max(hi, finite.max().item())
+    return (lo, hi) if lo <= hi else (0, 0)
+
+
+def _stretch(band: Image.Image, lo: float, hi: float) -> Image.Image:
+    """A wide grey band as 8-bit grey: ``lo`` → 0, ``hi`` → 255 (integer arithmetic for integer modes)."""
+    if hi <= lo:
+        return Image.new("L", band.size, 0)
+    arr = np.asarray(band)
+    if arr.dtype.kind == "f":
+        grey = np.nan_to_num(arr.astype(np.float32), nan=lo, posinf=hi, neginf=lo)
+        return Image.fromarray(np.clip((grey - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8), "L")
+    # int64: (v - lo) * 255 cannot overflow for 16- or 32-bit values, and floor division keeps it exact.
+    scaled = (arr.astype(np.int64) - int(lo)) * 255 // (int(hi) - int(lo))
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to RGB; transparency is composited on white."""
+    """Convert a Pillow mode of at most 8 bits a channel to RGB; transparency is composited on white."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit/float grey: stretch to 8 bits rather than clip (Pillow's convert("L") clips at 255).
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(scaled.astype(np.uint8), "L").convert("RGB")
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     elif mode in ("LA", "PA", "La"):
@@ -366,9 +506,12 @@ def thumbnail_jpeg(img: Image.Image, size: int = 160, quality: int = 80) -> byte
 
 
 def iter_image_files(root: str | os.PathLike[str], extensions: frozenset[str]) -> list[Path]:
-    """All files under ``root`` with an image extension, sorted; symlink loops are safe.
+    """Every entry under ``root`` with an image extension that is not a folder, sorted; symlink loops are safe.
 
-    Symlinked folders are followed once: a folder whose real path was already visited is skipped.
+    Symlinked folders are followed once: a folder whose real path was already visited is skipped. Entries that
+    are not usable files are listed too (a named pipe, a link to a device, a dangling link, a link loop):
+    :func:`load_image` then says what is wrong with each, so ingest records it with its reason instead of
+    skipping it silently.
     """
     found: list[Path] = []
     seen_dirs: set[str] = set()
@@ -376,6 +519,7 @@ def iter_image_files(root: str | os.PathLike[str], extensions: frozenset[str]) -
     def walk(folder: Path) -> None:
         real = os.path.realpath(folder)
         if real in seen_dirs:
+            log.debug("%s: already visited as %s (a symlinked folder or a loop)", folder, real)
             return
         seen_dirs.add(real)
         try:
@@ -385,12 +529,15 @@ def iter_image_files(root: str | os.PathLike[str], extensions: frozenset[str]) -
             return
         for entry in entries:
             try:
-                if entry.is_dir(follow_symlinks=True):
-                    walk(Path(entry.path))
-                elif entry.is_file(follow_symlinks=True) and Path(entry.name).suffix.lower() in extensions:
-                    found.append(Path(entry.path))
-            except OSError as exc:  # a dangling symlink or a permission problem: skip, say so
-                log.warning("cannot inspect %s: %s", entry.path, exc.strerror or exc)
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False  # a link loop or a permission problem: the loader names it below
+            if is_dir:
+                walk(Path(entry.path))
+            elif Path(entry.name).suffix.lower() in extensions:
+                found.append(Path(entry.path))
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                log.warning("%s: a dangling symbolic link or a link loop (not an image name, skipped)", entry.path)
 
     walk(Path(root))
     return found

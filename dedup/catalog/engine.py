@@ -135,6 +135,19 @@ def _create_new(engine: Engine) -> bool:
     return True
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for another database, an in-memory one, a ``file:`` URI
+    or a URL that does not parse (:func:`open_engine` then says why)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` whose schema is migrated to the newest revision.
 
@@ -147,9 +160,9 @@ def open_engine(url: str) -> Engine:
         raise StoreError(f"cannot open catalog {url}: not a database URL ({exc})") from exc
     shown = safe_url(parsed)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    if is_sqlite and parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+    if (db_file := sqlite_file(url)) is not None:
         try:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            db_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
     try:

@@ -5,8 +5,9 @@ Layout of the folder (``<store>/index/`` in DESIGN.md)::
     vectors.faiss   (kind "flat"; kind "numpy" writes vectors.npz)
     index.json      IndexInfo: model id, dimension, count, catalog generation, kind
 
-Each file is written to ``<name>.tmp-<pid>``, fsynced and moved over the old one with
-``os.replace``, so a reader sees either the old or the new file, never half of one. The sidecar is
+Each file is written through :func:`dedup.fsutil.atomic_write` (a temporary file beside it, fsynced,
+then moved over the old one with ``os.replace``), so a reader sees either the old or the new file,
+never half of one. The sidecar is
 replaced after the index file: after a crash the sidecar may describe the *previous* save (an older
 generation, so the caller catches up or rebuilds), but it never describes a file that is not there.
 The folder itself is never deleted.
@@ -16,12 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 from dedup.errors import ConfigError, StoreError
+from dedup.fsutil import atomic_write, atomic_write_text
 from dedup.index.base import IndexInfo, VectorIndex
 from dedup.index.factory import INDEX_KINDS, index_class
 
@@ -49,10 +49,8 @@ def save_index(index: VectorIndex, info: IndexInfo, folder: Path) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / index.file_name, index.write)
-        sidecar = (json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n").encode("utf-8")
-        _write_atomic(folder / INFO_FILE, lambda path: path.write_bytes(sidecar))
-        _fsync_dir(folder)
+        atomic_write(folder / index.file_name, index.write)
+        atomic_write_text(folder / INFO_FILE, json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         raise StoreError(f"cannot save the index to {folder}: {exc}") from exc
     logger.info("saved %s index of %d vectors (generation %d) to %s", info.kind, info.count, info.generation, folder)
@@ -92,30 +90,3 @@ def load_index(folder: Path) -> tuple[VectorIndex, IndexInfo] | None:
         )
     logger.debug("loaded %r (generation %d) from %s", index, info.generation, folder)
     return index, info
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp)``, fsync ``tmp``, then move it over ``path``; the tmp file never outlives us."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        # Flush the data to disk before the rename, or a power cut could leave a renamed empty file.
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the renames durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

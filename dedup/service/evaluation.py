@@ -27,6 +27,7 @@ import numpy as np
 
 from dedup.config import BATCH_SIZE, DEFAULT_KEEP
 from dedup.errors import ConfigError, ImageError, InputError
+from dedup.fsutil import atomic_write_bytes, atomic_write_text
 from dedup.matching import metrics
 from dedup.report.figure import to_png, to_svg
 from dedup.report.plots import sweep_figure
@@ -333,9 +334,9 @@ def _write_sweep(
     figure = sweep_figure(precision, recall, positive, negative, chosen=chosen)
     try:
         if _sweep_format(out) == "png":
-            out.write_bytes(to_png(figure))
+            atomic_write_bytes(out, to_png(figure))
         else:
-            out.write_text(to_svg(figure), encoding="utf-8")
+            atomic_write_text(out, to_svg(figure))
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}") from exc
     log.info("sweep plot written to %s", out)

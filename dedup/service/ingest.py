@@ -178,9 +178,13 @@ def _plan(
     for path in files:
         try:
             st = path.stat()
-        except OSError as exc:
-            summary.failures.append(FailedFile(str(path), "io", f"cannot stat: {exc.strerror or exc}"))
-            continue
+        except OSError:
+            try:
+                # A dangling link or a link loop: go on with the link's own facts, and the loader records why.
+                st = path.lstat()
+            except OSError as exc:
+                summary.failures.append(FailedFile(str(path), "io", f"cannot stat: {exc.strerror or exc}"))
+                continue
         k = known.get(str(path))
         if k is not None and k.bytes == st.st_size and k.mtime == st.st_mtime:
             if k.status == STATUS_OK and k.model_id == model_id:

@@ -14,7 +14,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dedup.errors import ConfigError, InputError
+from dedup.fsutil import atomic_write_bytes, atomic_write_text
 from dedup.matching import DEFAULT_KEEP, KeepPolicy, duplicate_components, keeper_clusters
 from dedup.matching.keeper import Candidate, keeper_order, keeper_reason
 from dedup.service.signals import pixel_signals
@@ -234,9 +234,7 @@ def save_report(store: Store, report: Report) -> Report:
     folder.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report.as_dict(), indent=2)
     for name in (f"run-{run_id:06d}.json", "latest.json"):
-        tmp = folder / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, folder / name)  # readers (the HTTP API) never see a half-written file
+        atomic_write_text(folder / name, text)  # readers (the HTTP API) never see a half-written file
     return report
 
 
@@ -252,9 +250,7 @@ def forget_report(store: Store, report: Report) -> None:
     latest = folder / "latest.json"
     source = folder / f"run-{previous:06d}.json" if previous is not None else None
     if source is not None and source.is_file():
-        tmp = folder / f".latest.json.tmp-{os.getpid()}"
-        tmp.write_bytes(source.read_bytes())
-        os.replace(tmp, latest)
+        atomic_write_bytes(latest, source.read_bytes())
     else:
         latest.unlink(missing_ok=True)
 

@@ -9,15 +9,12 @@ rules then rank it last and the report says nothing is wrong with the rest.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from PIL import Image
 
 from dedup.errors import ImageError
 from dedup.matching.keeper import PixelSignals
@@ -33,21 +30,18 @@ SIGNALS_VERSION = 1
 
 def _compute(info: ImageInfo) -> tuple[bytes, float, float | None] | None:
     """The signals of one catalog image from its file, or None when the file cannot give them."""
-    from dedup.imaging import KEEPER_DECODE_TARGET, decode_bytes, jpeg_quality, keeper_signals, read_file
+    from dedup.imaging import KEEPER_DECODE_TARGET, keeper_signals, load_image
 
     try:
-        data = read_file(info.path)
-        if hashlib.sha256(data).hexdigest() != info.sha256:
-            log.info("no keeper signals for %s: the file changed since it was ingested", info.path)
-            return None
-        loaded = decode_bytes(data, info.path, target=KEEPER_DECODE_TARGET, sha256=info.sha256)
+        loaded = load_image(info.path, target=KEEPER_DECODE_TARGET)
     except ImageError as exc:
         log.info("no keeper signals for %s: %s", info.path, exc.reason)
         return None
+    if loaded.sha256 != info.sha256:
+        log.info("no keeper signals for %s: the file changed since it was ingested", info.path)
+        return None
     thumb, detail = keeper_signals(loaded.image)
-    with Image.open(io.BytesIO(data)) as header:  # the header only: its quantisation tables
-        quality = jpeg_quality(header)
-    return thumb.tobytes(), detail, quality
+    return thumb.tobytes(), detail, loaded.quality
 
 
 def pixel_signals(store: Store, infos: Iterable[ImageInfo], workers: int | None = None) -> dict[int, PixelSignals]:

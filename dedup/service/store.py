@@ -14,6 +14,7 @@ import numpy as np
 
 from dedup.config import IVF_MIN_VECTORS, StoreConfig
 from dedup.errors import StoreError
+from dedup.fsutil import sweep_temporaries
 
 if TYPE_CHECKING:  # heavy modules load only when a job needs them
     from dedup.catalog import Catalog
@@ -22,6 +23,9 @@ if TYPE_CHECKING:  # heavy modules load only when a job needs them
     from dedup.index.base import VectorIndex
 
 log = logging.getLogger(__name__)
+
+#: The first bytes of every SQLite 3 database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class Store:
@@ -63,9 +67,49 @@ class Store:
         if self._catalog is None:
             from dedup.catalog import Catalog
 
+            self._check_catalog_file()
             self.config.root.mkdir(parents=True, exist_ok=True)
+            for folder in (self.config.root, self.config.index_dir, self.config.reports_dir):
+                sweep_temporaries(folder)  # what writes killed outright left behind
             self._catalog = Catalog(self.config.db_url)
         return self._catalog
+
+    def _check_catalog_file(self) -> None:
+        """Refuse (StoreError, exit 4) a SQLite catalog file that is not a database, and a missing or empty one
+        beside a saved index: opening it would start an empty catalog and then overwrite that index with it.
+
+        The index is derived from the catalog, so it is not proof of anything, but it is the sign that this store
+        held images: a catalog lost or truncated to 0 bytes (a full disk, a bad copy) must be restored, not
+        silently replaced. The index and the file are left as they are.
+        """
+        from dedup.catalog.engine import sqlite_file
+        from dedup.index.store import INFO_FILE
+
+        path = sqlite_file(self.config.db_url)
+        if path is None:
+            return
+        size: int | None = None
+        header = b""
+        try:
+            if path.exists():
+                size = path.stat().st_size
+                with open(path, "rb") as fh:
+                    header = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise StoreError(f"cannot read the catalog {path}: {exc.strerror or exc}") from exc
+        if size and header != SQLITE_HEADER:
+            raise StoreError(
+                f"the catalog {path} is not a SQLite database (damaged, or another file): restore it from a backup, "
+                "or move it away to start the store afresh; nothing was changed"
+            )
+        index_info = self.config.index_dir / INFO_FILE
+        if not size and index_info.is_file():
+            state = "missing" if size is None else "empty (0 bytes)"
+            raise StoreError(
+                f"the catalog {path} is {state}, but the store has an index ({index_info.parent}): refusing to "
+                "start a new catalog over it. Restore the catalog from a backup, or remove the index folder to "
+                "start the store afresh; nothing was changed"
+            )
 
     @property
     def encoder(self) -> Encoder:
@@ -96,12 +140,10 @@ class Store:
         cannot be told without connecting (another database)."""
         if self._catalog is not None:
             return False
-        prefix = "sqlite:///"
-        url = self.config.db_url
-        if not url.startswith(prefix):
-            return False
-        path = url[len(prefix) :].split("?", 1)[0]
-        return bool(path) and path != ":memory:" and not path.startswith("file:") and not Path(path).exists()
+        from dedup.catalog.engine import sqlite_file
+
+        path = sqlite_file(self.config.db_url)
+        return path is not None and not path.exists()
 
     @property
     def query_encoder(self) -> Encoder:

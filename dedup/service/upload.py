@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 
 from dedup.config import INDEX_SAVE_INTERVAL_S, MAX_PIXELS
 from dedup.errors import StoreError
+from dedup.fsutil import fsync_dir, temporary_path
 from dedup.imaging import decode_bytes
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
@@ -52,21 +52,39 @@ def _extension(fmt: str) -> str:
     return _EXTENSIONS.get(fmt.upper()) or "." + (re.sub(r"[^a-z0-9]", "", fmt.lower()) or "img")
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically unless a file of that size is there (the name is its hash)."""
+def _stage(path: Path, data: bytes) -> Path | None:
+    """Write ``data`` durably to a temporary file beside ``path``; None when ``path`` already holds it.
+
+    The file is renamed into place (:func:`_publish`) only after the catalog row naming it is committed, so a
+    server killed in between leaves a temporary file (swept when the store next opens), never an upload that no
+    row knows about.
+    """
     if path.is_file() and path.stat().st_size == len(data):
-        return
+        return None  # the name is the content's hash: the same size means the same bytes
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".upload-", suffix=".tmp")
+    tmp = temporary_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _publish(staged: Path | None, path: Path) -> None:
+    """Move a staged upload to its final name (atomic), or nothing when it was already there."""
+    if staged is not None:
+        os.replace(staged, path)
+        fsync_dir(path.parent)
+
+
+def _discard(staged: Path | None) -> None:
+    if staged is not None:
+        staged.unlink(missing_ok=True)
 
 
 def add_image(
@@ -110,28 +128,33 @@ def add_image(
 
     with store.write_lock(), index_lock if index_lock is not None else nullcontext():
         known = catalog.known_files([str(path)]).get(str(path))
+        staged = _stage(path, data)
         if known is not None and known.status == STATUS_OK and known.sha256 == loaded.sha256:
-            _write_once(path, data)  # the row is there; make sure its file is too
+            _publish(staged, path)  # the row is there; make sure its file is too
             info = catalog.images([known.image_id]).get(known.image_id)
             if info is None:
                 raise StoreError(f"image {known.image_id} vanished from the catalog while it was read")
             return AddedImage(image=info, created=False)
-        _write_once(path, data)
-        # Bring the index up to the catalog first: another process may have written since we last looked.
-        store.index  # noqa: B018
-        catalog.upsert_products([ProductRecord(product_id=product_id, title=title, category=category)])
-        record = ImageRecord(
-            path=str(path),
-            sha256=loaded.sha256,
-            pixel_hash=loaded.pixel_hash,
-            width=loaded.width,
-            height=loaded.height,
-            format=loaded.format,
-            bytes=len(data),
-            mtime=path.stat().st_mtime,
-            product_id=product_id,
-        )
-        (image_id,) = catalog.write_batch([record], {loaded.sha256: vector}, [], encoder.model_id, None)
+        try:
+            # Bring the index up to the catalog first: another process may have written since we last looked.
+            store.index  # noqa: B018
+            catalog.upsert_products([ProductRecord(product_id=product_id, title=title, category=category)])
+            record = ImageRecord(
+                path=str(path),
+                sha256=loaded.sha256,
+                pixel_hash=loaded.pixel_hash,
+                width=loaded.width,
+                height=loaded.height,
+                format=loaded.format,
+                bytes=len(data),
+                mtime=(staged or path).stat().st_mtime,  # a rename keeps the mtime
+                product_id=product_id,
+            )
+            (image_id,) = catalog.write_batch([record], {loaded.sha256: vector}, [], encoder.model_id, None)
+        except BaseException:
+            _discard(staged)
+            raise
+        _publish(staged, path)
         # A row of this path that was not ok (e.g. marked missing) is not in the index; ok rows returned above.
         store.update_index(
             add_ids=np.asarray([image_id], dtype=np.int64),
