@@ -358,12 +358,13 @@ def report(
 def _write_output(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (a reader never sees half a report, a failed write leaves the old
     file); a path that is not a regular file (``/dev/stdout``, a named pipe) is written to as it is."""
-    from dedup.fsutil import atomic_write_text
+    from dedup.fsutil import atomic_write_text, sweep_temporaries
 
     if path.exists() and not path.is_file():
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
         return
+    sweep_temporaries(path.parent, path.name)  # what an earlier run killed outright left beside it
     atomic_write_text(path, text)
 
 

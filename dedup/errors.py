@@ -51,8 +51,10 @@ class InputError(DedupError):
 class ImageError(DedupError):
     """One image could not be used.
 
-    ``kind`` is a short machine-readable reason (``empty``, ``not_image``, ``truncated``,
-    ``corrupt``, ``too_large``, ``unsupported``, ``io``); ``reason`` is for people.
+    ``kind`` is a short machine-readable reason: ``empty``, ``not_image``, ``truncated``, ``corrupt``,
+    ``too_large`` (bytes, pixels or decoded memory over a limit), ``out_of_memory``, ``not_regular_file``
+    (a named pipe, a device), ``dangling_link``, ``link_loop``, ``decoder_died`` (its decoding worker
+    died on it), ``io``; ``reason`` is for people.
     """
 
     exit_code = EXIT_INPUT

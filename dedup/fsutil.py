@@ -100,10 +100,13 @@ def stale_temporaries(folder: str | os.PathLike[str]) -> list[tuple[Path, Path]]
     return found
 
 
-def sweep_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove the :func:`stale_temporaries` of ``folder`` (interrupted writes); returns them."""
+def sweep_temporaries(folder: str | os.PathLike[str], target: str | None = None) -> list[Path]:
+    """Remove the :func:`stale_temporaries` of ``folder`` (interrupted writes), or only those meant to replace
+    the file named ``target``; returns them."""
     removed: list[Path] = []
-    for tmp, _ in stale_temporaries(folder):
+    for tmp, meant_for in stale_temporaries(folder):
+        if target is not None and meant_for.name != target:
+            continue
         try:
             tmp.unlink()
         except OSError as exc:

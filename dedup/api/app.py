@@ -42,6 +42,7 @@ from dedup.service import (
     compare_bytes,
     embed_query_bytes,
     image_thumbnail,
+    recover_uploads,
     render_report,
     search_vector,
 )
@@ -134,7 +135,8 @@ def _body_limits(max_upload_bytes: int) -> Callable[[str], int | None]:
 
 
 def _warm_up(state: _State) -> None:
-    """Load the model and the index before the first request, so it does not pay for them."""
+    """Finish interrupted uploads, and load the model and the index before the first request pays for them."""
+    recover_uploads(state.store)
     encoder = state.store.encoder
     with state.index_lock:
         size = len(state.store.index)

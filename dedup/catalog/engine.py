@@ -105,7 +105,7 @@ def upgrade(engine: Engine) -> None:
             command.upgrade(config, "head")
         except CommandError as exc:
             # e.g. the database carries a revision this checkout does not know (written by a newer dedup).
-            raise StoreError(f"cannot migrate catalog {safe_url(engine.url)}: {exc}") from exc
+            raise StoreError(f"cannot migrate catalog {safe_url(engine.url)}: {brief(exc)}") from exc
 
 
 def _create_new(engine: Engine) -> bool:
@@ -133,6 +133,12 @@ def _create_new(engine: Engine) -> bool:
         conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_HEAD})
     log.info("created a new catalog schema at revision %s", SCHEMA_HEAD)
     return True
+
+
+def brief(exc: BaseException) -> str:
+    """A database error in one line: SQLAlchemy appends the statement and a "Background on this error" link."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -164,11 +170,11 @@ def open_engine(url: str) -> Engine:
         try:
             db_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+            raise StoreError(f"cannot open catalog {shown}: {brief(exc)}") from exc
     try:
         engine = create_engine(parsed)
     except (SQLAlchemyError, ImportError) as exc:
-        raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+        raise StoreError(f"cannot open catalog {shown}: {brief(exc)}") from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)
     try:
@@ -178,6 +184,6 @@ def open_engine(url: str) -> Engine:
         raise
     except (SQLAlchemyError, OSError) as exc:
         engine.dispose()
-        raise StoreError(f"cannot open catalog {shown}: {exc}") from exc
+        raise StoreError(f"cannot open catalog {shown}: {brief(exc)}") from exc
     log.debug("catalog %s open and migrated", shown)
     return engine

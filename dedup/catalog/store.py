@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dedup.catalog import history, reads, signals, writes
 from dedup.catalog.coltypes import utcnow
-from dedup.catalog.engine import WRITE_OPTION, open_engine, safe_url
+from dedup.catalog.engine import WRITE_OPTION, brief, open_engine, safe_url
 from dedup.catalog.models import GENERATION_KEY, RUN_RUNNING, RUN_STATUSES, IngestRun, Meta
 from dedup.errors import StoreError
 from dedup.types import FailedFile, ImageInfo, ImageRecord, KnownFile, ProductRecord
@@ -102,7 +102,7 @@ class Catalog:
                     session.connection(execution_options={WRITE_OPTION: True})
                 yield session
         except SQLAlchemyError as exc:
-            raise StoreError(f"catalog {self._shown}: {exc}") from exc
+            raise StoreError(f"catalog {self._shown}: {brief(exc)}") from exc
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -112,7 +112,7 @@ class Catalog:
             with self._engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"catalog {self._shown}: {exc}") from exc
+            raise StoreError(f"catalog {self._shown}: {brief(exc)}") from exc
 
     # -- index bookkeeping -------------------------------------------------------------------------
 

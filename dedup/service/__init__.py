@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         query_paths,
         search_vector,
     )
-    from dedup.service.upload import AddedImage, add_image
+    from dedup.service.upload import AddedImage, add_image, recover_uploads
 
 # Each job's module loads on first use: a command imports what its job needs and no more (an ingest
 # started ~0.25 s later, its decoding workers too, when importing this package loaded every job).
@@ -67,6 +67,7 @@ _LAZY = {
     "search_vector": "dedup.service.search",
     "AddedImage": "dedup.service.upload",
     "add_image": "dedup.service.upload",
+    "recover_uploads": "dedup.service.upload",
 }
 
 
@@ -114,6 +115,7 @@ __all__ = [
     "search_vector",
     "image_thumbnail",
     "add_image",
+    "recover_uploads",
     "AddedImage",
     "EmbeddingCache",
     "image_files",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
-from dedup.errors import DedupError, ImageError, InputError
+from dedup.errors import ImageError, InputError
 from dedup.imaging import DecodedFile, ModelInput, decode_files, iter_image_files
 from dedup.service.metadata import ProductMetadata, read_metadata
 from dedup.service.store import Store
@@ -77,8 +77,7 @@ def ingest_folder(
         if store.catalog_is_new():
             # A new catalog has nothing to skip: decode the first batches while the catalog, model and index load.
             todo = _plan(files, {}, "", summary, None)
-            pool = pools.enter_context(_decode_pool(len(todo), decode_processes))
-            decoding = _DecodeQueue(pool, todo, batch_size, store.preprocess)
+            decoding = pools.enter_context(_decode_queue(todo, batch_size, store.preprocess, decode_processes))
         catalog = store.catalog
         encoder = store.encoder
         store.index  # noqa: B018 - load or rebuild it so it matches the catalog before we add to it
@@ -87,8 +86,7 @@ def ingest_folder(
         if todo is None or decoding is None:
             known = catalog.known_files()
             todo = _plan(files, known, encoder.model_id, summary, catalog)
-            pool = pools.enter_context(_decode_pool(len(todo), decode_processes))
-            decoding = _DecodeQueue(pool, todo, batch_size, encoder.preprocess)
+            decoding = pools.enter_context(_decode_queue(todo, batch_size, encoder.preprocess, decode_processes))
         run_id = catalog.begin_run(str(root), encoder.model_id)
         status = "interrupted"
         try:
@@ -161,6 +159,13 @@ def _decode_pool(files: int, processes: bool | None = None) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker)
 
 
+def _decode_queue(
+    todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput, processes: bool | None
+) -> _DecodeQueue:
+    """A :class:`_DecodeQueue` over ``todo`` whose pools :func:`_decode_pool` makes."""
+    return _DecodeQueue(lambda: _decode_pool(len(todo), processes), todo, batch_size, preprocess)
+
+
 def _plan(
     files: Sequence[Path],
     known: dict[str, KnownFile],
@@ -212,22 +217,53 @@ DECODE_AHEAD = 3
 CHUNK = 32
 
 
-class _DecodeQueue:
-    """Batches of ``todo`` decoding in ``pool``, :data:`DECODE_AHEAD` of them in flight, handed out in order."""
+#: The failure kind of a file whose decoding worker died on it twice (killed, or out of memory).
+DECODER_DIED = "decoder_died"
 
-    def __init__(self, pool: Executor, todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput):
-        self._pool, self._preprocess = pool, preprocess
+
+class _DecodeQueue:
+    """Batches of ``todo`` decoding in a pool from ``new_pool``, :data:`DECODE_AHEAD` in flight, handed out in order.
+
+    A worker process that dies (killed, or by the kernel for memory) breaks its pool and every task in it. The
+    queue then starts a new pool, decodes the broken batch's files one task each, and any file whose task breaks
+    that pool too is decoded alone; a file that kills a worker on its own is returned as a ``decoder_died``
+    failure. So a dead worker costs at most its batch's time, never a file, and the ingest goes on.
+    """
+
+    def __init__(
+        self, new_pool: Callable[[], Executor], todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput
+    ):
+        self._new_pool, self._preprocess = new_pool, preprocess
+        self._pool = new_pool()
         self._batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         self._queued: deque[tuple[Sequence[_Todo], list[Future[list[DecodedFile | ImageError]]]]] = deque()
         self._submitted = 0
+        self.restarts = 0
         self._fill()
+
+    def __enter__(self) -> _DecodeQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _submit(self, batch: Sequence[_Todo]) -> list[Future[list[DecodedFile | ImageError]]]:
+        chunks = [[t.path for t in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)]
+        return [self._pool.submit(decode_files, c, self._preprocess) for c in chunks]
 
     def _fill(self) -> None:
         while len(self._queued) < DECODE_AHEAD and self._submitted < len(self._batches):
             batch = self._batches[self._submitted]
-            chunks = [[t.path for t in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)]
-            self._queued.append((batch, [self._pool.submit(decode_files, c, self._preprocess) for c in chunks]))
+            self._queued.append((batch, self._submit(batch)))
             self._submitted += 1
+
+    def _restart(self) -> None:
+        """Replace the broken pool and resubmit the batches queued in it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = self._new_pool()
+        self.restarts += 1
+        self._queued = deque((batch, self._submit(batch)) for batch, _ in self._queued)
 
     def next(self) -> tuple[Sequence[_Todo], list[DecodedFile | ImageError]] | None:
         """The next batch and its decoded files (in order), or None when all were handed out."""
@@ -236,13 +272,43 @@ class _DecodeQueue:
         batch, futures = self._queued.popleft()
         try:
             decoded = [d for f in futures for d in f.result()]
-        except BrokenExecutor as exc:
-            raise DedupError(
-                f"a decoding worker stopped abruptly (killed, or out of memory) on one of {len(batch)} files "
-                f"from {batch[0].path}; the batches before them are in the catalog, and ingesting again goes on"
-            ) from exc
+        except BrokenExecutor:
+            log.warning(
+                "a decoding worker stopped abruptly (killed, or out of memory) on one of %d files from %s; "
+                "decoding them again in new workers",
+                len(batch),
+                batch[0].path,
+            )
+            self._restart()
+            decoded = self._decode_apart(batch)
         self._fill()
         return batch, decoded
+
+    def _decode_apart(self, batch: Sequence[_Todo]) -> list[DecodedFile | ImageError]:
+        """Decode ``batch`` one file a task; files whose task breaks the pool again are decoded alone."""
+        futures = [self._pool.submit(decode_files, [t.path], self._preprocess) for t in batch]
+        results: list[DecodedFile | ImageError | None] = []
+        for f in futures:
+            try:
+                results.append(f.result()[0])
+            except BrokenExecutor:
+                results.append(None)
+        if any(r is None for r in results):
+            self._restart()
+        for i, (item, result) in enumerate(zip(batch, results, strict=True)):
+            if result is not None:
+                continue
+            try:
+                results[i] = self._pool.submit(decode_files, [item.path], self._preprocess).result()[0]
+            except BrokenExecutor:
+                log.warning("%s: its decoding worker died on it alone; recorded as %s", item.path, DECODER_DIED)
+                results[i] = ImageError(
+                    str(item.path),
+                    DECODER_DIED,
+                    "the decoding worker died on this file (killed, or out of memory); ingest again to retry it",
+                )
+                self._restart()
+        return [r for r in results if r is not None]
 
     def cancel(self) -> None:
         """Drop the batches not handed out (an interrupted ingest need not finish decoding them)."""

@@ -276,6 +276,7 @@ class Store:
         report "no duplicates tonight" from a new empty catalog.
         """
         hint = "run `dedup ingest FOLDER` with this --store first, or check --store / DEDUP_STORE"
+        self._check_catalog_file()  # a lost catalog beside an index says so, rather than "no store"
         if self.catalog_is_new():
             raise StoreError(f"there is no store at {self.config.root} (no catalog there): {hint}")
         if with_images and self.catalog.image_count() == 0:

@@ -13,7 +13,7 @@ import numpy as np
 
 from dedup.config import INDEX_SAVE_INTERVAL_S, MAX_PIXELS
 from dedup.errors import StoreError
-from dedup.fsutil import fsync_dir, temporary_path
+from dedup.fsutil import fsync_dir, stale_temporaries, temporary_path
 from dedup.imaging import decode_bytes
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
@@ -85,6 +85,30 @@ def _publish(staged: Path | None, path: Path) -> None:
 def _discard(staged: Path | None) -> None:
     if staged is not None:
         staged.unlink(missing_ok=True)
+
+
+def recover_uploads(store: Store) -> int:
+    """Finish or drop the uploads a killed server left staged; returns how many were put in place.
+
+    A staged file whose catalog row was committed (the server died between the commit and the rename) is
+    renamed into place; one without a row (it died before the commit: the client got no answer) is removed.
+    """
+    folder = uploads_dir(store)
+    stale = stale_temporaries(folder)
+    if not stale:
+        return 0
+    known = store.catalog.known_files([str(target) for _, target in stale])
+    placed = 0
+    for tmp, target in stale:
+        row = known.get(str(target))
+        if row is not None and row.status == STATUS_OK and not target.exists():
+            os.replace(tmp, target)
+            placed += 1
+        else:
+            tmp.unlink(missing_ok=True)
+    fsync_dir(folder)
+    log.info("uploads: %d staged file(s) put in place, %d dropped", placed, len(stale) - placed)
+    return placed
 
 
 def add_image(
