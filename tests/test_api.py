@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -375,3 +376,36 @@ def test_concurrent_queries_and_an_upload(client: TestClient, sample_copy: Path)
         codes = list(pool.map(query, photos))
         assert upload.result().status_code == 201
     assert codes == [200] * len(photos)
+
+
+def test_a_product_id_with_a_slash_reads_back(client: TestClient) -> None:
+    png = _png(colour=(200, 40, 90))
+    for pid in ("AB/123", "../../etc"):  # an id is data, never a path: both are products like any other
+        r = client.post("/api/v1/images", files={"image": ("x.png", png)}, data={"product_id": pid})
+        assert r.status_code in (200, 201), r.text
+        png = _png(colour=(40, 200, 90))
+    assert client.get("/api/v1/products/AB%2F123").json()["product_id"] == "AB/123"
+    assert client.get("/api/v1/products/AB/123").json()["product_id"] == "AB/123"
+    assert client.get("/api/v1/products/..%2F..%2Fetc").json()["product_id"] == "../../etc"
+    for bad in ("tab\there", "nul\x00", "\x7f"):
+        r = client.post("/api/v1/images", files={"image": ("x.png", png)}, data={"product_id": bad})
+        _assert_error(r, 400, "invalid_field")
+
+
+def test_the_openapi_document_describes_every_error(client: TestClient) -> None:
+    doc = client.get("/openapi.json").json()
+    error_ref = "#/components/schemas/ErrorBody"
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            responses = operation["responses"]
+            errors = {code for code in responses if code[0] in "45"}
+            assert "422" not in errors or "HTTPValidationError" not in json.dumps(responses["422"]), (path, method)
+            if path.startswith("/api/v1"):
+                assert {"400", "401", "404", "503"} <= errors, (path, method, errors)
+            for code in errors:
+                schema = responses[code]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": error_ref}, (path, method, code)
+    uploads = doc["paths"]["/api/v1/query"]["post"]["responses"]
+    assert {"408", "413", "422"} <= set(uploads)
+    detail = doc["components"]["schemas"]["ErrorDetail"]
+    assert set(detail["required"]) == {"code", "message"}

@@ -6,15 +6,8 @@ at /usr/bin/chromedriver so it never downloads a driver.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +17,8 @@ from PIL import Image
 
 from dedup.service import ingest_folder, open_store
 
-from .conftest import ROOT, SAMPLE_CATALOG
+from .conftest import SAMPLE_CATALOG
+from .servers import running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -52,26 +46,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as r:  # noqa: S310 - loopback only
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.25)
-    pytest.fail(f"the server did not answer within {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server on a free loopback port, over a store of a small copy of the sample catalog."""
@@ -84,29 +58,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         summary = ingest_folder(store, catalog, metadata=catalog / "products.csv")
     assert summary.new > 10 and summary.failed == 0
 
-    port = _free_port()
-    code = (
-        "import sys\nfrom dedup.api import serve\nfrom dedup.service import open_store\n"
-        "serve(open_store(sys.argv[1]), host='127.0.0.1', port=int(sys.argv[2]))"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "DEDUP_API_KEY"}
-    env["PYTHONPATH"] = str(ROOT)
-    log = base / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(store_dir), str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(url, proc, log)
+    with running_server(store_dir, base / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

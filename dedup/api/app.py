@@ -25,8 +25,10 @@ from dedup import __version__
 from dedup.api.guards import (
     MULTIPART_OVERHEAD,
     ApiError,
+    BodyDeadline,
     BodyLimit,
     check_api_key,
+    error_responses,
     image_error,
     install_error_handlers,
     no_blank_fields,
@@ -56,9 +58,22 @@ ENV_API_KEY = "DEDUP_API_KEY"
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 #: Default pixel limit of one uploaded image (≈ 8192 × 8192); larger ones are refused as decompression bombs.
 MAX_UPLOAD_PIXELS = 64 * 1024 * 1024
+#: Seconds a request body may go without sending anything, and seconds it may take in all (a stalled upload is
+#: answered 408 and dropped; benchmarks/stalled_uploads.py measures it).
+BODY_IDLE_TIMEOUT_S = 5.0
+BODY_TIMEOUT_S = 60.0
+#: Requests with a body served at once, in all and from one client address (503 beyond).
+MAX_UPLOADS_IN_FLIGHT = 32
+MAX_UPLOADS_PER_CLIENT = 8
+#: A product id sent to the API: at least one non-space character, and no control characters (a `/` is fine: the
+#: product's URL takes it as it is or as %2F).
+PRODUCT_ID_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 #: Largest ``k`` a query may ask for.
 MAX_K = 100
 API = "/api/v1"
+#: The error statuses each kind of endpoint documents (dedup.api.guards.ERROR_STATUSES says what each means).
+READ_ERRORS = (400, 401, 404, 503)
+UPLOAD_ERRORS = (400, 401, 404, 408, 413, 422, 503)
 
 
 @dataclass
@@ -83,13 +98,17 @@ def create_app(
     *,
     protect_reads: bool = False,
     cache_size: int | None = None,
+    body_idle_timeout_s: float = BODY_IDLE_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> FastAPI:
     """The FastAPI app serving ``store`` (the caller keeps it open while the app runs, and closes it).
 
     ``api_key`` protects the write endpoint (``POST /api/v1/images``); None reads ``DEDUP_API_KEY``
     and an empty string turns the check off. With ``protect_reads`` the key is also required by the
     other ``/api/v1`` endpoints. Uploads over ``max_upload_bytes`` get a 413, images over
-    ``max_pixels`` a 422. ``cache_size`` bounds the embedding cache (None: its default, 0: off).
+    ``max_pixels`` a 422. ``cache_size`` bounds the embedding cache (None: its default, 0: off). A request
+    body that sends nothing for ``body_idle_timeout_s`` seconds, or is not complete after ``body_timeout_s``,
+    is answered 408 (see :class:`~dedup.api.guards.BodyDeadline`, which also caps uploads in flight).
     """
     key = os.environ.get(ENV_API_KEY) if api_key is None else api_key
     state = _State(
@@ -119,6 +138,14 @@ def create_app(
     app.state.dedup = state
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit_for=_body_limits(max_upload_bytes), upload_limit=max_upload_bytes)
+    # Added last, so it runs first: a stalled or surplus upload is refused before anything else looks at it.
+    app.add_middleware(
+        BodyDeadline,
+        idle_s=body_idle_timeout_s,
+        total_s=body_timeout_s,
+        max_in_flight=MAX_UPLOADS_IN_FLIGHT,
+        max_per_client=MAX_UPLOADS_PER_CLIENT,
+    )
     _add_routes(app, state)
     return app
 
@@ -225,11 +252,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE_HTML, headers={"Content-Security-Policy": PAGE_CSP})
 
-    @app.head("/healthz", include_in_schema=False)
-    def healthz_head() -> Response:
-        return Response(status_code=200)
-
-    @app.get("/healthz", tags=["status"])
+    @app.get("/healthz", tags=["status"], responses=error_responses(503))
     def healthz() -> dict[str, Any]:
         """Liveness and what is served: model, catalog image count, index size, embedding cache."""
         encoder = store.encoder
@@ -249,7 +272,17 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             "cache": state.cache.stats(),
         }
 
-    @app.post(f"{API}/query", tags=["search"], dependencies=[*read, Depends(no_blank_fields("k", "per_product"))])
+    # After the GET route, so a 405 for another method (OPTIONS, POST) names the documented GET in its Allow header.
+    @app.head("/healthz", include_in_schema=False)
+    def healthz_head() -> Response:
+        return Response(status_code=200)
+
+    @app.post(
+        f"{API}/query",
+        tags=["search"],
+        dependencies=[*read, Depends(no_blank_fields("k", "per_product"))],
+        responses=error_responses(*UPLOAD_ERRORS),
+    )
     def query(
         image: Annotated[UploadFile, File(description="The photo to look up (any common image format).")],
         k: Annotated[int, Form(ge=1, le=MAX_K, description="Number of results.")] = DEFAULT_K,
@@ -270,7 +303,7 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         encoder = store.encoder
         return _query_json(result, encoder.model_id, encoder.threshold)
 
-    @app.post(f"{API}/compare", tags=["search"], dependencies=read)
+    @app.post(f"{API}/compare", tags=["search"], dependencies=read, responses=error_responses(*UPLOAD_ERRORS))
     def compare(
         image_a: Annotated[UploadFile, File(description="First image.")],
         image_b: Annotated[UploadFile, File(description="Second image.")],
@@ -285,11 +318,28 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             raise image_error(exc) from exc
         return r.as_dict()
 
-    @app.post(f"{API}/images", tags=["catalog"], dependencies=[Depends(require_write)], status_code=201)
+    @app.post(
+        f"{API}/images",
+        tags=["catalog"],
+        dependencies=[Depends(require_write)],
+        status_code=201,
+        responses=error_responses(
+            *UPLOAD_ERRORS, success={"description": "The same bytes were already in the catalog: their image."}
+        ),
+    )
     def add(
         response: Response,
         image: Annotated[UploadFile, File(description="The product image.")],
-        product_id: Annotated[str, Form(min_length=1, max_length=200, description="Product the image shows.")],
+        product_id: Annotated[
+            str,
+            Form(
+                min_length=1,
+                max_length=200,
+                pattern=PRODUCT_ID_PATTERN,
+                description="Product the image shows: printable, not only spaces (leading and trailing ones are "
+                "dropped).",
+            ),
+        ],
         title: Annotated[str | None, Form(max_length=1000)] = None,
         category: Annotated[str | None, Form(max_length=200)] = None,
     ) -> dict[str, Any]:
@@ -321,8 +371,15 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             response.status_code = 200
         return {"created": added.created, "image": _image_json(added.image)}
 
-    @app.get(f"{API}/products/{{product_id}}", tags=["catalog"], dependencies=read)
-    def product(product_id: Annotated[str, Path(description="The product id.")]) -> dict[str, Any]:
+    @app.get(
+        f"{API}/products/{{product_id:path}}",
+        tags=["catalog"],
+        dependencies=read,
+        responses=error_responses(*READ_ERRORS),
+    )
+    def product(
+        product_id: Annotated[str, Path(description="The product id; one with a `/` may be sent as it is or as %2F.")],
+    ) -> dict[str, Any]:
         """A product's fields and its images (each with a thumbnail URL unless its file failed to decode)."""
         found = store.catalog.product(product_id)
         if found is None:
@@ -339,7 +396,9 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         tags=["catalog"],
         dependencies=read,
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."}},
+        responses=error_responses(
+            *READ_ERRORS, success={"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."}
+        ),
     )
     def thumbnail(
         image_id: ImageId,
@@ -354,7 +413,13 @@ def _add_routes(app: FastAPI, state: _State) -> None:
             raise ApiError(404, "not_found", f"no image {image_id} in the catalog")
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
 
-    @app.get(f"{API}/reports/latest.html", tags=["reports"], dependencies=read, response_model=None)
+    @app.get(
+        f"{API}/reports/latest.html",
+        tags=["reports"],
+        dependencies=read,
+        response_model=None,
+        responses=error_responses(*READ_ERRORS, 409),
+    )
     def latest_report_html() -> HTMLResponse:
         """The latest duplicate report as the HTML page of ``dedup report --format html``, thumbnails served here."""
         path = store.config.reports_dir / "latest.json"
@@ -367,7 +432,15 @@ def _add_routes(app: FastAPI, state: _State) -> None:
         thumbs = {m.path: _thumbnail_url(m.image_id) for c in report.clusters for m in c.members}
         return HTMLResponse(render_report(report, "html", thumbs))
 
-    @app.get(f"{API}/reports/latest", tags=["reports"], dependencies=read, response_model=None)
+    @app.get(
+        f"{API}/reports/latest",
+        tags=["reports"],
+        dependencies=read,
+        response_model=None,
+        responses=error_responses(
+            *READ_ERRORS, success={"content": {"application/json": {}}, "description": "The report JSON."}
+        ),
+    )
     def latest_report() -> FileResponse:
         """The latest duplicate report (JSON), as written by ``dedup report``."""
         path = store.config.reports_dir / "latest.json"

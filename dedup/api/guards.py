@@ -1,15 +1,18 @@
-"""What stands between a request and the store: JSON errors, the body size limit, the API key."""
+"""What stands between a request and the store: JSON errors, the body size limit and deadline, the API key."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +30,46 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable machine-readable code and a message for people."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+#: What each error status means in this API, as the OpenAPI document describes it.
+ERROR_STATUSES = {
+    400: "A missing, blank or invalid field or parameter.",
+    401: "A missing or wrong X-API-Key header (when the server has a key and the endpoint needs it).",
+    404: "No such product, image, report or route.",
+    408: "The request body stalled (nothing sent for the idle deadline, or not complete by the total one).",
+    409: "The stored report was written by an older version; run `dedup report` again.",
+    413: "The upload is over the byte limit.",
+    422: "The upload is not a usable image (empty, not an image, truncated, corrupt, or over the pixel limit).",
+    503: "Too many uploads in progress (with Retry-After), or the store or model is unavailable.",
+}
+
+
+#: The catch-all every operation documents: any other client error (405 for a method the path does not take)
+#: carries the same body. It also keeps FastAPI from documenting its own 422 body, which this API never sends.
+OTHER_CLIENT_ERRORS = "4XX"
+
+
+def error_responses(*statuses: int, success: dict[str, Any] | None = None) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` entries of ``statuses`` and of :data:`OTHER_CLIENT_ERRORS`, each with the error
+    body's schema; ``success`` describes the 200 answer when the route's return type does not."""
+    entries: dict[int | str, dict[str, Any]] = {200: success} if success is not None else {}
+    entries.update({status: {"model": ErrorBody, "description": ERROR_STATUSES[status]} for status in statuses})
+    entries[OTHER_CLIENT_ERRORS] = {"model": ErrorBody, "description": "Any other client error, with the same body."}
+    return entries
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
@@ -187,12 +230,117 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, message: str) -> None:
-    body = json.dumps(error_body("upload_too_large", message)).encode()
+    await _send_error(send, 413, "upload_too_large", message)
+
+
+class BodyDeadline:
+    """ASGI middleware bounding how long a request body may take and how many are read at once.
+
+    A client that declares a body and then sends nothing (or trickles it) would otherwise hold its connection, a
+    worker slot and its buffers for as long as it likes; a few dozen of them starve the server. So:
+
+    - every wait for the next piece of a body ends after ``idle_s`` seconds, and the whole body must arrive
+      within ``total_s``; past either, the request is answered 408 (``request_timeout``) and its connection
+      closed, whatever the route was doing with the partial body;
+    - at most ``max_in_flight`` requests with a body are served at once, and at most ``max_per_client`` from
+      one client address; a request over either cap is answered 503 (``busy``, with ``Retry-After``) before
+      any of its body is read. Requests without a body (GET, HEAD) are not counted: a flood of stalled
+      uploads never blocks the page, thumbnails or health checks, and one client's flood never uses the
+      slots of the others.
+    """
+
+    def __init__(self, app: ASGIApp, idle_s: float, total_s: float, max_in_flight: int, max_per_client: int) -> None:
+        self.app = app
+        self.idle_s, self.total_s = idle_s, total_s
+        self.max_in_flight, self.max_per_client = max_in_flight, max_per_client
+        self.in_flight = 0
+        self.by_client: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        client = str((scope.get("client") or ("unknown",))[0])
+        if self.in_flight >= self.max_in_flight or self.by_client.get(client, 0) >= self.max_per_client:
+            await _send_error(
+                send, 503, "busy", "too many uploads in progress; try again shortly", [(b"retry-after", b"1")]
+            )
+            return
+        self.in_flight += 1
+        self.by_client[client] = self.by_client.get(client, 0) + 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            left = self.by_client[client] - 1
+            if left:
+                self.by_client[client] = left
+            else:
+                del self.by_client[client]
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_s
+        state = {"body_done": False, "late": False, "started": False}
+
+        async def timed_receive() -> Message:
+            if state["body_done"]:
+                return await receive()  # after the body only a disconnect can come: no deadline
+            wait = min(self.idle_s, deadline - loop.time())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(0.0, wait))
+            except TimeoutError:
+                state["late"] = True
+                raise _BodyTimeout(self.idle_s, self.total_s) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["late"]:
+                if not state["started"]:
+                    # Whatever the framework made of the aborted read (a parse error, usually), it was a 408.
+                    state["started"] = True
+                    await _send_timeout(send, self.idle_s, self.total_s)
+                return
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except _BodyTimeout:
+            if not state["started"]:
+                state["started"] = True
+                await _send_timeout(send, self.idle_s, self.total_s)
+
+
+class _BodyTimeout(StarletteHTTPException):
+    def __init__(self, idle_s: float, total_s: float) -> None:
+        super().__init__(408, _timeout_message(idle_s, total_s))
+
+
+def _timeout_message(idle_s: float, total_s: float) -> str:
+    return f"the request body stalled: each part must arrive within {idle_s:g} s, the whole within {total_s:g} s"
+
+
+async def _send_timeout(send: Send, idle_s: float, total_s: float) -> None:
+    await _send_error(send, 408, "request_timeout", _timeout_message(idle_s, total_s), [(b"connection", b"close")])
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps(error_body(code, message)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
