@@ -6,6 +6,7 @@ understands; nothing here prints or swallows errors.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import io
@@ -13,8 +14,10 @@ import logging
 import math
 import os
 import stat
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -122,7 +125,8 @@ def decode_bytes(
 
     Memory: an image whose decoded picture would pass :data:`~dedup.config.MAX_DECODE_BYTES` is refused
     (``too_large``) before it is decoded, and conversion works on bands of rows, so decoding adds at most
-    about that much to the process; a ``MemoryError`` is reported as ``out_of_memory``, not raised.
+    about that much to the process, and all the decodes of a process together hold at most that much at once
+    (:data:`DECODE_BUDGET`); a ``MemoryError`` is reported as ``out_of_memory``, not raised.
     """
     if not data:
         raise ImageError(name, "empty", "the file is empty (0 bytes)")
@@ -138,6 +142,53 @@ _DOUBLE_BUFFERED = frozenset({"WEBP"})
 _WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 #: Pixels in one band of rows converted at a time: bounds the memory conversion adds (~8 MB for RGB).
 BAND_PIXELS = 2 * 1024 * 1024
+
+
+class DecodeBudget:
+    """Memory for decoded pictures, shared by the threads of one process: at most ``limit`` bytes at once.
+
+    A decode takes its picture's size from the budget before it loads it and gives it back after, so four
+    uploads of 180 MiB pictures at once take their turns instead of holding 720 MiB, while small pictures
+    still decode side by side. A picture larger than the whole budget is refused before it gets here.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        """Wait until ``nbytes`` fit (or nothing else is held), hold them for the ``with`` block."""
+        with self._free:
+            while self._used and self._used + nbytes > self.limit:
+                self._free.wait()
+            self._used += nbytes
+        try:
+            yield
+        finally:
+            with self._free:
+                self._used -= nbytes
+                self._free.notify_all()
+
+
+#: What converting one band of rows costs at most, on top of the picture: the band, its copy and int64 arithmetic.
+BAND_COST = 16 * BAND_PIXELS
+#: After a decode this large, freed memory is handed back to the system (glibc keeps it otherwise, and a server's
+#: resident size would stay at its largest decode's).
+TRIM_AFTER_BYTES = 64 * 1024 * 1024
+
+
+def _return_freed_memory() -> None:
+    """``malloc_trim(0)`` where the C library has it (glibc); elsewhere nothing."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+#: The budget of every decode in this process (worker processes each have their own).
+DECODE_BUDGET = DecodeBudget(MAX_DECODE_BYTES)
 
 
 def decoded_bytes(img: Image.Image) -> int:
@@ -186,9 +237,16 @@ def _decode(fh: BinaryIO, nbytes: int, name: str, target: int | None, max_pixels
                     f"decoding {w}x{h} ({img.mode}) takes {need / 2**20:,.0f} MiB, over the "
                     f"{MAX_DECODE_BYTES / 2**20:,.0f} MiB decode limit",
                 )
-            img.load()
-            orientation = _orientation(img)
-            rgb = _apply_orientation(_shrink_to_rgb(img, target), orientation)
+            # The budget also counts the bands a conversion works on, so two 16-bit pictures that fit side by
+            # side on paper do not overshoot it together.
+            cost = min(MAX_DECODE_BYTES, need + (BAND_COST if img.mode != "RGB" else 0))
+            with DECODE_BUDGET.hold(cost):
+                img.load()
+                orientation = _orientation(img)
+                rgb = _apply_orientation(_shrink_to_rgb(img, target), orientation)
+                del img  # the full-size picture goes before its share of the budget is handed on
+            if need >= TRIM_AFTER_BYTES:
+                _return_freed_memory()
     except ImageError:
         raise
     except MemoryError as exc:

@@ -387,3 +387,59 @@ def test_a_killed_upload_is_finished_or_dropped_when_the_server_starts(small_sto
         assert client.get("/healthz").status_code == 200
     assert row_path.is_file() and not orphan.exists()
     assert [p.name for p in uploads.iterdir()] == ["committed.jpg"]
+
+
+def test_every_file_of_a_store_gets_the_same_mode(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from dedup.api import create_app
+    from dedup.service import build_report
+
+    old = os.umask(0o027)  # a group-readable store: every file must follow the umask, uploads included
+    try:
+        store_dir = tmp_path / "store"
+        with open_store(store_dir) as store:
+            ingest_folder(store, SAMPLE_CATALOG / "products" / "animals")
+            build_report(store)
+            with TestClient(create_app(store, api_key="")) as client:
+                photo = (ROOT / "catalog_samples" / "queries" / "farm__phone.jpg").read_bytes()
+                r = client.post("/api/v1/images", files={"image": ("x.jpg", photo)}, data={"product_id": "M-1"})
+                assert r.status_code == 201, r.text
+    finally:
+        os.umask(old)
+    files = [p for p in store_dir.rglob("*") if p.is_file() and p.name != ".lock"]
+    kinds = {p.relative_to(store_dir).parts[0] for p in files}
+    assert {"catalog.sqlite", "index", "reports", "uploads"} <= kinds
+    modes = {p.relative_to(store_dir).as_posix(): oct(p.stat().st_mode & 0o777) for p in files}
+    assert set(modes.values()) == {oct(0o640)}, modes
+
+
+def test_the_decode_budget_lets_large_pictures_take_turns() -> None:
+    import threading
+
+    from dedup.imaging import DecodeBudget
+
+    budget = DecodeBudget(100)
+    held, peak, lock = [0], [0], threading.Lock()
+
+    def decode(nbytes: int) -> None:
+        with budget.hold(nbytes):
+            with lock:
+                held[0] += nbytes
+                peak[0] = max(peak[0], held[0])
+            time.sleep(0.05)
+            with lock:
+                held[0] -= nbytes
+
+    def peak_of(sizes: list[int]) -> int:
+        peak[0] = 0
+        threads = [threading.Thread(target=decode, args=(n,)) for n in sizes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return peak[0]
+
+    assert peak_of([60, 60, 60, 60]) == 60  # four large pictures: one at a time
+    assert peak_of([20, 20, 20, 20]) == 80  # small ones side by side
+    assert peak_of([100, 10, 10]) <= 100

@@ -230,7 +230,7 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_413(send: Send, message: str) -> None:
-    await _send_error(send, 413, "upload_too_large", message)
+    await _send_error(send, 413, "upload_too_large", message, [(b"connection", b"close")])
 
 
 class BodyDeadline:
@@ -263,7 +263,11 @@ class BodyDeadline:
         client = str((scope.get("client") or ("unknown",))[0])
         if self.in_flight >= self.max_in_flight or self.by_client.get(client, 0) >= self.max_per_client:
             await _send_error(
-                send, 503, "busy", "too many uploads in progress; try again shortly", [(b"retry-after", b"1")]
+                send,
+                503,
+                "busy",
+                "too many uploads in progress; try again shortly",
+                [(b"retry-after", b"1"), (b"connection", b"close")],  # the unread body rules out keep-alive
             )
             return
         self.in_flight += 1
