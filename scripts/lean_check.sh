@@ -41,4 +41,23 @@ if [ "$status" != 2 ] || [ "$(wc -l <"$work/train.err")" != 1 ] || ! grep -q "de
   echo "dedup train without the [train] extra: exit $status, $(cat "$work/train.err")" >&2
   exit 1
 fi
+# The wheel carries the Alembic scripts: an old catalog (revision 0001) is migrated to the head by the installed package.
+"$bin/python" - "$work/old.sqlite" <<'PY'
+import sys
+from alembic import command
+from alembic.config import Config
+from dedup.catalog import Catalog
+from dedup.catalog.engine import SCHEMA_HEAD, migrations_dir
+
+assert "site-packages" in str(migrations_dir()), migrations_dir()
+config = Config()
+config.set_main_option("script_location", str(migrations_dir()))
+config.set_main_option("sqlalchemy.url", f"sqlite:///{sys.argv[1]}")
+command.upgrade(config, "0001")
+Catalog(f"sqlite:///{sys.argv[1]}").close()  # opening migrates
+import sqlite3
+(head,) = sqlite3.connect(sys.argv[1]).execute("select version_num from alembic_version").fetchone()
+assert head == SCHEMA_HEAD, head
+print(f"lean install: migrated a revision-0001 catalog to {head} from {migrations_dir()}")
+PY
 echo "lean install: ingest, report, query, compare and evaluate ran without TensorFlow"

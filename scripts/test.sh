@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check dedup tests scripts benchmarks migrations
-.venv/bin/ruff format --check dedup tests scripts benchmarks migrations
+.venv/bin/ruff check dedup tests scripts benchmarks
+.venv/bin/ruff format --check dedup tests scripts benchmarks
 .venv/bin/mypy dedup
 .venv/bin/python -m pytest "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,9 @@ SQLITE_PRAGMAS = (
 
 
 def migrations_dir() -> Path:
-    """The ``migrations/`` folder of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[2] / "migrations"
+    """The Alembic scripts, shipped inside the package (``dedup/catalog/migrations``; the repository's top-level
+    ``migrations`` links there), so an installed wheel migrates databases as a source checkout does."""
+    return Path(str(resources.files("dedup.catalog").joinpath("migrations")))
 
 
 def safe_url(url: str | URL) -> str:
