@@ -94,7 +94,7 @@ def stale_temporaries(folder: str | os.PathLike[str]) -> list[tuple[Path, Path]]
         return found
     for entry in entries:
         parsed = _parse_temporary(entry.name)
-        if parsed is None or _alive(parsed[1]) or not entry.is_file(follow_symlinks=False):
+        if parsed is None or process_alive(parsed[1]) or not entry.is_file(follow_symlinks=False):
             continue
         found.append((Path(entry.path), Path(entry.path).with_name(parsed[0])))
     return found
@@ -129,7 +129,8 @@ def _parse_temporary(name: str) -> tuple[str, int] | None:
     return target, int(pid)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host (one of another user counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  # tuxpaint images: training data and the held-out images the tests use. chromium: browser tests.
+  # tuxpaint images: training data and the held-out images the tests use. chromium: browser tests. postgresql: the
+  # tests start a throwaway server of their own (tests/pg.py); nothing is started here.
   need=()
-  for pkg in tuxpaint-stamps-default tuxpaint-data chromium chromium-driver; do
+  for pkg in tuxpaint-stamps-default tuxpaint-data chromium chromium-driver postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -20,4 +21,4 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[serve,train,dev]"
+.venv/bin/python -m pip install -q -e ".[serve,train,postgres,dev]"

@@ -100,6 +100,10 @@ class IngestRun(Base):
     status: Mapped[str] = mapped_column(String(16), default=RUN_RUNNING)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_id: Mapped[str] = mapped_column(String(255))
+    #: The machine and process running it: a run is only declared interrupted by its own host, once its process is
+    #: gone (None for runs recorded before revision 0004).
+    host: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
 
 
 class Image(Base):

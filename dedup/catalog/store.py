@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -12,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +23,7 @@ from dedup.catalog.coltypes import utcnow
 from dedup.catalog.engine import WRITE_OPTION, brief, open_engine, safe_url
 from dedup.catalog.models import GENERATION_KEY, RUN_RUNNING, RUN_STATUSES, IngestRun, Meta
 from dedup.errors import StoreError
+from dedup.fsutil import process_alive
 from dedup.types import FailedFile, ImageInfo, ImageRecord, KnownFile, ProductRecord
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ class _ChangeCounter:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+
+#: The key of the writers' advisory lock on PostgreSQL (any 64-bit number no other program uses: "dedupWRT").
+WRITER_LOCK_KEY = int.from_bytes(b"dedupWRT", "big") & (2**63 - 1)
 
 
 class Catalog:
@@ -114,6 +121,46 @@ class Catalog:
         except SQLAlchemyError as exc:
             raise StoreError(f"catalog {self._shown}: {brief(exc)}") from exc
 
+    # -- writers -----------------------------------------------------------------------------------
+
+    @property
+    def locks_writers(self) -> bool:
+        """Whether :meth:`writer_lock` coordinates writers through the database (PostgreSQL). SQLite's writers
+        share one machine, and the store's lock file serves them."""
+        return self._engine.url.get_backend_name() == "postgresql"
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the catalog's writer lock for the ``with`` block: one writer at a time, on every machine.
+
+        On PostgreSQL a session advisory lock (``pg_advisory_lock``) on a connection kept for the block: a writer
+        on another machine waits, and says so; the lock goes with the connection if the process dies. Elsewhere a
+        no-op (see :attr:`locks_writers`).
+        """
+        if not self.locks_writers:
+            yield
+            return
+        key = {"key": WRITER_LOCK_KEY}
+        try:
+            conn = self._engine.connect()
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:key)"), key).scalar()
+            if not got:
+                log.warning("another dedup process is writing to catalog %s; waiting for it", self._shown)
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), key)
+            conn.commit()  # the lock belongs to the session, not to this transaction
+        except SQLAlchemyError as exc:
+            raise StoreError(f"catalog {self._shown}: cannot take the writer lock: {brief(exc)}") from exc
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), key)
+                conn.commit()
+            except SQLAlchemyError:
+                conn.invalidate()  # closing the broken session releases its lock on the server
+            finally:
+                conn.close()
+
     # -- index bookkeeping -------------------------------------------------------------------------
 
     def generation(self) -> int:
@@ -162,15 +209,27 @@ class Catalog:
             return reads.stored_vectors(c, sha256s, model_id)
 
     def begin_run(self, root: str, model_id: str) -> int:
-        """Record the start of an ingest of ``root``; returns the run id.
+        """Record the start of an ingest of ``root`` by this host and process; returns the run id.
 
-        Call it while holding the store's write lock: any run still marked running then belongs to a
-        process that was killed, and is marked interrupted.
+        Runs still marked running by this host whose process is gone were killed: they are marked interrupted.
+        Another host's runs are left alone, whatever their state: several machines may ingest into one catalog
+        (PostgreSQL), and only a run's own host can tell whether its process still lives. Runs recorded before
+        runs had owners count as this host's.
         """
+        host, pid = socket.gethostname(), os.getpid()
         with self._session(write=True) as s:
             for stale in s.scalars(select(IngestRun).where(IngestRun.status == RUN_RUNNING)):
-                stale.status = "interrupted"
-            run = IngestRun(root=root, model_id=model_id, status=RUN_RUNNING, counts={}, started_at=utcnow())
+                if stale.host in (None, host) and (stale.pid is None or not process_alive(stale.pid)):
+                    stale.status = "interrupted"
+            run = IngestRun(
+                root=root,
+                model_id=model_id,
+                status=RUN_RUNNING,
+                counts={},
+                started_at=utcnow(),
+                host=host,
+                pid=pid,
+            )
             s.add(run)
             s.flush()
             return run.id

@@ -254,7 +254,18 @@ class Store:
     # -- locking ---------------------------------------------------------------------------------------
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """Hold the store's write lock: one writer at a time (another waits, and says so)."""
+        """Hold the store's write lock: one writer at a time (another waits, and says so).
+
+        A SQLite catalog lives on this machine: the lock is a file lock on ``<store>/.lock``. A catalog on a
+        database server (PostgreSQL) may be shared by stores on several machines: the lock is then the
+        database's (:meth:`dedup.catalog.Catalog.writer_lock`), so their writers take turns.
+        """
+        from dedup.catalog.engine import sqlite_file
+
+        if sqlite_file(self.config.db_url) is None and self.catalog.locks_writers:
+            with self.catalog.writer_lock():
+                yield
+            return
         self.config.root.mkdir(parents=True, exist_ok=True)
         with open(self.config.root / ".lock", "a+") as fh:
             try:
