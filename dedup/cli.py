@@ -31,6 +31,7 @@ from dedup.config import (
     ENV_MODEL,
     ENV_STORE,
     INDEX_KIND_CHOICES,
+    INGEST_ENGINES,
     IVF_MIN_VECTORS,
     REPORT_FORMATS,
 )
@@ -112,6 +113,8 @@ _EXTRA_OF = {
     "uvicorn": "serve",
     "multipart": "serve",
     "python_multipart": "serve",
+    "ray": "ray",
+    "psycopg": "postgres",
 }
 
 
@@ -245,9 +248,31 @@ def _progress(label: str) -> tuple[Callable[[int, int], None] | None, Callable[[
     help="CSV with path or filename, product_id, optional title, category, other attributes.",
 )
 @click.option("--prune", is_flag=True, help="Mark images whose files disappeared from FOLDER as missing.")
+@click.option(
+    "--engine",
+    type=click.Choice(INGEST_ENGINES),
+    default=INGEST_ENGINES[0],
+    show_default=True,
+    help="local: this machine's cores. ray: decode and embed on the Ray cluster at RAY_ADDRESS, or on a local Ray "
+    "instance (pip install 'dedup[ray]').",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs of the local Ray instance --engine ray starts (default: all cores; ignored with RAY_ADDRESS).",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
-def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, fmt: str) -> None:
+def ingest(
+    ctx: click.Context,
+    folder: str,
+    metadata: str | None,
+    prune: bool,
+    engine: str,
+    workers: int | None,
+    fmt: str,
+) -> None:
     """Add the images under FOLDER to the catalog (only what changed since the last run).
 
     Exits 3 when files failed that had not failed before (each is listed with its reason); a file
@@ -260,7 +285,9 @@ def ingest(ctx: click.Context, folder: str, metadata: str | None, prune: bool, f
     update, close = _progress("ingest")
     with _open(ctx, "create") as store:
         try:
-            summary = ingest_folder(store, folder, metadata=metadata, prune=prune, progress=update)
+            summary = ingest_folder(
+                store, folder, metadata=metadata, prune=prune, progress=update, engine=engine, workers=workers
+            )
         finally:
             close()
     if fmt == "json":

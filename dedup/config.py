@@ -29,6 +29,9 @@ MAX_FILE_BYTES = 200 * 1024 * 1024
 #: Images embedded per model call and written per catalog transaction (a transaction costs ~13 statements,
 #: so 256 spends 40 % less catalog time a file than 64; an interrupted ingest redoes at most one batch).
 BATCH_SIZE = 256
+#: Where ingest decodes: this machine's cores ("local"), or a Ray cluster that decodes and embeds ("ray", the [ray]
+#: extra; dedup.service.ray_engine).
+INGEST_ENGINES = ("local", "ray")
 #: Seconds between index saves during a long ingest (the index is also saved at the end).
 INDEX_SAVE_INTERVAL_S = 30.0
 #: Catalogs with at least this many vectors get an IVF index (sub-millisecond queries) instead of an exact one.

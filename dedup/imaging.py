@@ -515,7 +515,10 @@ class DecodedFile:
     width: int
     height: int
     format: str
-    model_input: np.ndarray  # (S, S, 3) uint8
+    model_input: np.ndarray  # (S, S, 3) uint8; empty when ``vector`` was computed where the file was decoded
+    #: The embedding, when a remote worker embedded the file too (``dedup.service.ray_engine``), and its model's id.
+    vector: np.ndarray | None = None
+    model_id: str | None = None
 
 
 def decode_file(path: str | os.PathLike[str], preprocess: ModelInput) -> DecodedFile | ImageError:

@@ -45,6 +45,7 @@ THIRD_PARTY_OWNERS = {
     "alembic": {"catalog"},
     "fastapi": {"api"},
     "uvicorn": {"api", "cli"},
+    "ray": {"service"},  # dedup.service.ray_engine, imported only for --engine ray
 }
 
 

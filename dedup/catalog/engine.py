@@ -175,7 +175,10 @@ def open_engine(url: str) -> Engine:
             raise StoreError(f"cannot open catalog {shown}: {brief(exc)}") from exc
     try:
         engine = create_engine(parsed)
-    except (SQLAlchemyError, ImportError) as exc:
+    except ImportError as exc:
+        hint = " (pip install 'dedup[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise StoreError(f"cannot open catalog {shown}: its driver is not installed: {exc}{hint}") from exc
+    except SQLAlchemyError as exc:
         raise StoreError(f"cannot open catalog {shown}: {brief(exc)}") from exc
     if is_sqlite:
         _install_sqlite_hooks(engine)

@@ -13,12 +13,12 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S
-from dedup.errors import ImageError, InputError
+from dedup.config import BATCH_SIZE, IMAGE_EXTENSIONS, INDEX_SAVE_INTERVAL_S, INGEST_ENGINES
+from dedup.errors import ConfigError, ImageError, InputError, ModelError
 from dedup.imaging import DecodedFile, ModelInput, decode_files, iter_image_files
 from dedup.service.metadata import ProductMetadata, read_metadata
 from dedup.service.store import Store
@@ -32,6 +32,16 @@ log = logging.getLogger(__name__)
 
 #: Called with (files done, files to do) as ingest goes.
 Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Where an ingest's decoding runs: ``local`` (``processes`` forces worker processes or threads) or ``ray``
+    (``workers`` CPUs for a local Ray instance; ``RAY_ADDRESS`` names a cluster instead)."""
+
+    name: str = "local"
+    workers: int | None = None
+    processes: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ def ingest_folder(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     decode_processes: bool | None = None,
+    engine: str = "local",
+    workers: int | None = None,
 ) -> IngestSummary:
     """Ingest every image under ``folder`` into ``store`` and return the counts.
 
@@ -57,8 +69,12 @@ def ingest_folder(
     embedded (same sha256) reuses its vector. Each batch is one catalog transaction followed by an
     index update, so an interrupted run leaves a consistent catalog that the next run completes.
     Files are decoded by worker processes when there are at least :data:`PROCESS_MIN_FILES` of them
-    (``decode_processes`` forces processes or threads).
+    (``decode_processes`` forces processes or threads). ``engine="ray"`` decodes and embeds on a Ray cluster
+    instead (``dedup.service.ray_engine``; ``workers`` CPUs for a local Ray instance), writing the same way.
     """
+    if engine not in INGEST_ENGINES:
+        raise ConfigError(f"engine must be one of {', '.join(INGEST_ENGINES)}, not {engine!r}")
+    run_on = Engine(engine, workers, decode_processes)
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise InputError(f"{folder}: not a folder")
@@ -77,7 +93,7 @@ def ingest_folder(
         if store.catalog_is_new():
             # A new catalog has nothing to skip: decode the first batches while the catalog, model and index load.
             todo = _plan(files, {}, "", summary, None)
-            decoding = pools.enter_context(_decode_queue(todo, batch_size, store.preprocess, decode_processes))
+            decoding = pools.enter_context(_decode_queue(store, todo, batch_size, store.preprocess, run_on))
         catalog = store.catalog
         encoder = store.encoder
         store.index  # noqa: B018 - load or rebuild it so it matches the catalog before we add to it
@@ -86,7 +102,7 @@ def ingest_folder(
         if todo is None or decoding is None:
             known = catalog.known_files()
             todo = _plan(files, known, encoder.model_id, summary, catalog)
-            decoding = pools.enter_context(_decode_queue(todo, batch_size, encoder.preprocess, decode_processes))
+            decoding = pools.enter_context(_decode_queue(store, todo, batch_size, encoder.preprocess, run_on))
         run_id = catalog.begin_run(str(root), encoder.model_id)
         status = "interrupted"
         try:
@@ -160,10 +176,15 @@ def _decode_pool(files: int, processes: bool | None = None) -> Executor:
 
 
 def _decode_queue(
-    todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput, processes: bool | None
+    store: Store, todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput, engine: Engine
 ) -> _DecodeQueue:
-    """A :class:`_DecodeQueue` over ``todo`` whose pools :func:`_decode_pool` makes."""
-    return _DecodeQueue(lambda: _decode_pool(len(todo), processes), todo, batch_size, preprocess)
+    """A :class:`_DecodeQueue` over ``todo``: decoding in :func:`_decode_pool`'s workers, or decoding and embedding
+    in Ray tasks."""
+    if engine.name == "ray":
+        from dedup.service.ray_engine import RayPool, embed_files
+
+        return _DecodeQueue(lambda: RayPool(engine.workers), todo, batch_size, embed_files, str(store.model_dir))
+    return _DecodeQueue(lambda: _decode_pool(len(todo), engine.processes), todo, batch_size, decode_files, preprocess)
 
 
 def _plan(
@@ -231,9 +252,15 @@ class _DecodeQueue:
     """
 
     def __init__(
-        self, new_pool: Callable[[], Executor], todo: Sequence[_Todo], batch_size: int, preprocess: ModelInput
+        self,
+        new_pool: Callable[[], Executor],
+        todo: Sequence[_Todo],
+        batch_size: int,
+        task: Callable[[list[Path], Any], list[DecodedFile | ImageError]],
+        task_arg: Any,
     ):
-        self._new_pool, self._preprocess = new_pool, preprocess
+        # ``task(paths, task_arg)`` decodes a chunk: decode_files with the model's input, or (Ray) embed_files.
+        self._new_pool, self._task, self._task_arg = new_pool, task, task_arg
         self._pool = new_pool()
         self._batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         self._queued: deque[tuple[Sequence[_Todo], list[Future[list[DecodedFile | ImageError]]]]] = deque()
@@ -250,7 +277,7 @@ class _DecodeQueue:
 
     def _submit(self, batch: Sequence[_Todo]) -> list[Future[list[DecodedFile | ImageError]]]:
         chunks = [[t.path for t in batch[i : i + CHUNK]] for i in range(0, len(batch), CHUNK)]
-        return [self._pool.submit(decode_files, c, self._preprocess) for c in chunks]
+        return [self._pool.submit(self._task, c, self._task_arg) for c in chunks]
 
     def _fill(self) -> None:
         while len(self._queued) < DECODE_AHEAD and self._submitted < len(self._batches):
@@ -286,7 +313,7 @@ class _DecodeQueue:
 
     def _decode_apart(self, batch: Sequence[_Todo]) -> list[DecodedFile | ImageError]:
         """Decode ``batch`` one file a task; files whose task breaks the pool again are decoded alone."""
-        futures = [self._pool.submit(decode_files, [t.path], self._preprocess) for t in batch]
+        futures = [self._pool.submit(self._task, [t.path], self._task_arg) for t in batch]
         results: list[DecodedFile | ImageError | None] = []
         for f in futures:
             try:
@@ -299,7 +326,7 @@ class _DecodeQueue:
             if result is not None:
                 continue
             try:
-                results[i] = self._pool.submit(decode_files, [item.path], self._preprocess).result()[0]
+                results[i] = self._pool.submit(self._task, [item.path], self._task_arg).result()[0]
             except BrokenExecutor:
                 log.warning("%s: its decoding worker died on it alone; recorded as %s", item.path, DECODER_DIED)
                 results[i] = ImageError(
@@ -363,13 +390,22 @@ def _prepare_batch(
     stored.update({r.sha256: unwritten[r.sha256] for r in records if r.sha256 in unwritten})
     # Embed each new content once, even when the batch holds several copies of it.
     fresh: dict[str, np.ndarray] = {}
-    for _, dec, rec in good:
-        if rec.sha256 not in stored:
-            fresh.setdefault(rec.sha256, dec.model_input)
     new_vectors: dict[str, np.ndarray] = {}
+    for _, dec, rec in good:
+        if rec.sha256 in stored:
+            continue
+        if dec.vector is not None:  # embedded where it was decoded (a Ray worker)
+            if dec.model_id != encoder.model_id:
+                raise ModelError(
+                    f"a worker embedded {rec.path} with model {dec.model_id}, this store uses {encoder.model_id}: "
+                    "install the same dedup and model folder on every node"
+                )
+            new_vectors.setdefault(rec.sha256, dec.vector)
+        else:
+            fresh.setdefault(rec.sha256, dec.model_input)
     if fresh:
         emb = encoder.embed(np.stack(list(fresh.values())))
-        new_vectors = dict(zip(fresh.keys(), emb, strict=True))
+        new_vectors.update(zip(fresh.keys(), emb, strict=True))
 
     counted_new: set[str] = set()
     for item, _, rec in good:
