@@ -40,3 +40,15 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = open_store(tmp_path / "store")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/pg.py); skips when it cannot run here."""
+    from . import pg
+
+    reason = pg.missing()
+    if reason is not None:
+        pytest.skip(reason)
+    with pg.throwaway_server() as url:
+        yield url

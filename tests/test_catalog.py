@@ -45,8 +45,18 @@ def record(path: str, sha256: str, product_id: str | None = None, width: int = 6
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new catalog's URL: a SQLite file, or a fresh database on the throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'catalog.sqlite'}"
+    from . import pg
+
+    return pg.fresh_database(request.getfixturevalue("pg_server"))
+
+
 @pytest.fixture
-def url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store' / 'catalog.sqlite'}"
 
 
@@ -334,7 +344,8 @@ def test_not_a_database_raises_store_error(tmp_path: Path) -> None:
         Catalog(f"sqlite:///{garbage}")
 
 
-def test_catalog_from_a_newer_version_raises_store_error(url: str) -> None:
+def test_catalog_from_a_newer_version_raises_store_error(sqlite_url: str) -> None:
+    url = sqlite_url
     Catalog(url).close()
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     with conn:

@@ -1,11 +1,12 @@
 """The catalog on PostgreSQL as on SQLite: the same jobs on both, and what only a shared server allows.
 
 A throwaway PostgreSQL cluster (``tests/pg.py``: Debian's binaries, initdb in a temporary folder, a free loopback
-port) serves the module; every test gets a database of its own. The scenarios run on both backends: ingest,
-re-ingest and prune, the report and its history, review marks, the HTTP API, and the ownership of ingest runs.
-Then the PostgreSQL-only ones: two stores (two machines' folders) on one catalog, each ingesting its own folder and
-each reporting every image; writers of different stores taking turns through the advisory lock; Alembic's
-command line upgrading and downgrading a PostgreSQL database.
+port) serves the session (``pg_server`` in conftest); every test gets a database of its own. The scenarios run on
+both backends: ingest, re-ingest and prune, the report and its history, review marks, the HTTP API, and the
+ownership of ingest runs (every test of tests/test_catalog.py runs on both as well). Then the PostgreSQL-only
+ones: two stores (two machines' folders) on one catalog, each ingesting its own folder and each reporting every
+image; writers of different stores taking turns through the advisory lock; Alembic's command line upgrading and
+downgrading a PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +30,6 @@ from .conftest import ROOT, SAMPLE_CATALOG, SAMPLE_QUERIES
 from .test_ingest import _index_matches_catalog
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    reason = pg.missing()
-    if reason is not None:
-        pytest.skip(reason)
-    with pg.throwaway_server() as url:
-        yield url
 
 
 @pytest.fixture(params=BACKENDS)
