@@ -192,8 +192,6 @@ def server_peaks(images: dict[str, Path], work: Path) -> list[dict[str, object]]
     (catalog / big.name).write_bytes(big.read_bytes())
     store = work / "server-store"
     subprocess.run([sys.executable, "-m", "dedup", "--store", str(store), "ingest", str(catalog)], env=ENV, check=True)
-    with open(store / "catalog.sqlite", "rb"):
-        pass
     port = free_port()
     log = open(work / "server.log", "wb")  # noqa: SIM115 - open for the server's lifetime
     proc = subprocess.Popen(

@@ -34,14 +34,14 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
-    """Replace ``path`` by what ``write(tmp)`` writes to a temporary file, atomically and durably.
+def stage(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Write a temporary file beside ``path`` with ``write(tmp)`` and fsync it; returns it, not yet in place.
 
-    ``write`` receives the temporary file's path, which already exists (empty, with the final mode);
-    it may open it or hand it to a library that writes files (FAISS, numpy). OSError propagates.
+    ``write`` receives the temporary file's path, which already exists (empty, with the final mode); it may
+    open it or hand it to a library that writes files (FAISS, numpy). On any failure the temporary file is
+    removed and the error propagates. :func:`publish` moves it into place.
     """
-    target = Path(path)
-    tmp = temporary_path(target)
+    tmp = temporary_path(Path(path))
     # O_EXCL: never follow a link or reuse a file someone planted under the temporary name.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
@@ -51,10 +51,29 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(staged: Path, path: str | os.PathLike[str]) -> None:
+    """Rename a file made by :func:`stage` over ``path`` (atomic) and make the rename durable."""
+    target = Path(path)
+    os.replace(staged, target)
     fsync_dir(target.parent)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
+    """Replace ``path`` by what ``write(tmp)`` writes, atomically and durably: :func:`stage`, then :func:`publish`.
+
+    OSError propagates; the temporary file never outlives a failure and the old file stays as it was.
+    """
+    staged = stage(path, write)
+    try:
+        publish(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -35,6 +35,7 @@ from dedup.service import ingest_folder, open_store
 from dedup.types import Report
 
 from .conftest import ROOT, SAMPLE_CATALOG
+from .test_cli import _count_rows
 from .test_ingest import _index_matches_catalog, _make_images
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -210,14 +211,6 @@ def test_a_killed_decoding_worker_costs_no_file(tmp_path: Path) -> None:
     with open_store(store_dir) as store:
         assert store.catalog.stats()["images"] == {"ok": n, "failed": 0, "missing": 0, "total": n}
         _index_matches_catalog(store)
-
-
-def _count_rows(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return int(con.execute("select count(*) from images").fetchone()[0])
-    except sqlite3.Error:
-        return 0  # not created yet, or its schema not yet there
 
 
 def _catalog_invariants(db: Path) -> int:

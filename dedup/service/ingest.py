@@ -265,7 +265,6 @@ class _DecodeQueue:
         self._batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         self._queued: deque[tuple[Sequence[_Todo], list[Future[list[DecodedFile | ImageError]]]]] = deque()
         self._submitted = 0
-        self.restarts = 0
         self._fill()
 
     def __enter__(self) -> _DecodeQueue:
@@ -289,7 +288,6 @@ class _DecodeQueue:
         """Replace the broken pool and resubmit the batches queued in it."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._pool = self._new_pool()
-        self.restarts += 1
         self._queued = deque((batch, self._submit(batch)) for batch, _ in self._queued)
 
     def next(self) -> tuple[Sequence[_Todo], list[DecodedFile | ImageError]] | None:

@@ -55,16 +55,16 @@ def embed_files(paths: Sequence[str | os.PathLike[str]], model_dir: str) -> list
 
         encoder = _ENCODERS[model_dir] = load_encoder(model_dir)
     decoded = decode_files(paths, encoder.preprocess)
-    good = [i for i, d in enumerate(decoded) if isinstance(d, DecodedFile)]
+    good = [d for d in decoded if isinstance(d, DecodedFile)]
     if not good:
         return decoded
-    vectors = encoder.embed(np.stack([decoded[i].model_input for i in good]))  # type: ignore[union-attr]
-    out = list(decoded)
-    for i, vector in zip(good, vectors, strict=True):
-        item = decoded[i]
-        assert isinstance(item, DecodedFile)
-        out[i] = replace(item, model_input=_EMPTY, vector=np.asarray(vector, np.float32), model_id=encoder.model_id)
-    return out
+    vectors = iter(encoder.embed(np.stack([d.model_input for d in good])))
+    return [
+        replace(d, model_input=_EMPTY, vector=np.asarray(next(vectors), np.float32), model_id=encoder.model_id)
+        if isinstance(d, DecodedFile)
+        else d
+        for d in decoded
+    ]
 
 
 class RayPool(Executor):

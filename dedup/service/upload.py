@@ -13,7 +13,7 @@ import numpy as np
 
 from dedup.config import INDEX_SAVE_INTERVAL_S, MAX_PIXELS
 from dedup.errors import StoreError
-from dedup.fsutil import fsync_dir, stale_temporaries, temporary_path
+from dedup.fsutil import fsync_dir, publish, stage, stale_temporaries
 from dedup.imaging import decode_bytes
 from dedup.service.cache import EmbeddingCache
 from dedup.service.store import Store
@@ -62,24 +62,13 @@ def _stage(path: Path, data: bytes) -> Path | None:
     if path.is_file() and path.stat().st_size == len(data):
         return None  # the name is the content's hash: the same size means the same bytes
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    return stage(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _publish(staged: Path | None, path: Path) -> None:
     """Move a staged upload to its final name (atomic), or nothing when it was already there."""
     if staged is not None:
-        os.replace(staged, path)
-        fsync_dir(path.parent)
+        publish(staged, path)
 
 
 def _discard(staged: Path | None) -> None:
